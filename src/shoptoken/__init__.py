@@ -1,0 +1,55 @@
+"""shoptoken: keeps Shopify OAuth tokens valid inside long-running trio daemons."""
+
+from ._callback import LockedToken, SupportsDelete, SupportsListKeys, SupportsLocked, TokenCallback
+from ._errors import (
+    InvalidCallback,
+    InvalidSessionToken,
+    InvalidShopDomain,
+    LockTimeout,
+    NoToken,
+    PersistenceError,
+    ReauthorizationRequired,
+    RefreshFailed,
+    ShopTokenError,
+)
+from ._events import EventHook, EventKind, TokenEvent
+from ._keys import TokenKey, TokenKind
+from ._manager import TokenManager, open_token_manager
+from ._oauth import ShopifyOAuth
+from ._policy import RefreshPolicy
+from ._refresher import Refresher
+from ._slot import TokenManagerStatistics
+from ._token import Token
+from .stores import MemoryStore
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "EventHook",
+    "EventKind",
+    "InvalidCallback",
+    "InvalidSessionToken",
+    "InvalidShopDomain",
+    "LockTimeout",
+    "LockedToken",
+    "MemoryStore",
+    "NoToken",
+    "PersistenceError",
+    "ReauthorizationRequired",
+    "RefreshFailed",
+    "RefreshPolicy",
+    "Refresher",
+    "ShopTokenError",
+    "ShopifyOAuth",
+    "SupportsDelete",
+    "SupportsListKeys",
+    "SupportsLocked",
+    "Token",
+    "TokenCallback",
+    "TokenEvent",
+    "TokenKey",
+    "TokenKind",
+    "TokenManager",
+    "TokenManagerStatistics",
+    "open_token_manager",
+]

@@ -1,0 +1,82 @@
+"""TokenCallback: the user's persistence, and the optional capabilities we detect.
+
+A `TokenCallback` needs only two methods. Stores may add capabilities the
+manager uses when present (found with ``getattr`` at start-up, so a plain
+class implementing two methods is enough):
+
+- ``delete_tokens(key)``: `TokenManager.forget` deletes the stored pair.
+- ``list_keys()``: an async iterable of every stored key (the CLI's daemon).
+- ``locked(key, timeout=...)``: an async context manager taking a lock that
+  holds across processes and nodes, yielding a `LockedToken` with the
+  freshly re-read token and a ``save`` that writes inside that lock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from contextlib import AbstractAsyncContextManager
+
+    from ._keys import TokenKey
+    from ._token import Token
+
+
+@runtime_checkable
+class TokenCallback(Protocol):
+    """Loads and saves token pairs: what a user implements over their database.
+
+    ``save_tokens`` must be durable when it returns: the manager hands a
+    rotated pair to callers only after it has been saved. Both methods may
+    raise any exception; the manager wraps it in `PersistenceError`.
+    """
+
+    async def load_tokens(self, key: TokenKey) -> Token | None:
+        """Return the stored token for ``key``, or None if there is none."""
+        ...
+
+    async def save_tokens(self, key: TokenKey, token: Token) -> None:
+        """Store ``token`` for ``key``, replacing the whole previous pair."""
+        ...
+
+
+class LockedToken(Protocol):
+    """What ``locked(key)`` yields: the re-read token and a save inside the lock."""
+
+    @property
+    def token(self) -> Token | None:
+        """The token as stored when the lock was granted."""
+        ...
+
+    async def save(self, token: Token) -> None:
+        """Store ``token`` before the lock is released (same transaction)."""
+        ...
+
+
+class SupportsDelete(Protocol):
+    """A store that can delete a key's pair."""
+
+    async def delete_tokens(self, key: TokenKey) -> None:
+        """Delete the stored pair for ``key`` (no error if there is none)."""
+        ...
+
+
+class SupportsListKeys(Protocol):
+    """A store that can stream its keys."""
+
+    def list_keys(self) -> AsyncIterator[TokenKey]:
+        """Yield every stored key, without loading them all into memory."""
+        ...
+
+
+class SupportsLocked(Protocol):
+    """A store with a lock that holds across processes (and nodes)."""
+
+    def locked(self, key: TokenKey, *, timeout: float) -> AbstractAsyncContextManager[LockedToken]:
+        """Lock ``key`` and re-read it.
+
+        Raises:
+            LockTimeout: The lock was not granted within ``timeout`` seconds.
+        """
+        ...

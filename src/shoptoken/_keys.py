@@ -1,0 +1,137 @@
+"""TokenKey: which token, for which shop and subject."""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Final
+
+import attrs
+
+from ._errors import InvalidShopDomain
+
+_SUFFIX: Final = ".myshopify.com"
+# Shopify's rule for the shop name: alphanumerics and hyphens, not starting
+# with a hyphen; a DNS label, so at most 63 characters.
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class TokenKind(enum.Enum):
+    """What a token grants access to."""
+
+    OFFLINE = "offline"
+    """The app's Admin API token for a shop (one per shop)."""
+    ONLINE = "online"
+    """An Admin API token bound to one staff user's session."""
+    CUSTOMER = "customer"
+    """A Customer Account API token bound to one customer."""
+
+
+def normalize_shop(shop: str) -> str:
+    """Return the canonical ``name.myshopify.com`` form of a shop domain.
+
+    A bare name ("my-store") gets the ``.myshopify.com`` suffix; the result is
+    lower-cased. Anything that is not exactly a shop name or shop domain
+    (another host, a scheme, a path, a port, userinfo, whitespace) is refused:
+    shop domains arrive in untrusted query strings.
+
+    Raises:
+        InvalidShopDomain: The value is not a valid shop domain.
+    """
+    if not isinstance(shop, str):
+        msg = f"shop must be a str, not {type(shop).__name__}"
+        raise InvalidShopDomain(msg)
+    lowered = shop.lower()
+    name = lowered.removesuffix(_SUFFIX) if lowered.endswith(_SUFFIX) else lowered
+    if not _NAME.fullmatch(name):
+        # Show a bounded, printable excerpt: the input is untrusted.
+        shown = ascii(shop[:80])
+        msg = f"invalid shop domain {shown}: expected 'name' or 'name.myshopify.com'"
+        raise InvalidShopDomain(msg)
+    return name + _SUFFIX
+
+
+@attrs.frozen
+class TokenKey:
+    """Identifies one token: the shop, its kind and, for per-user kinds, the subject.
+
+    Build keys with `offline`, `online` or `customer`; `str(key)` is a stable
+    identifier (``offline:my-store.myshopify.com``,
+    ``online:my-store.myshopify.com:42``) that `parse` reads back.
+
+    Attributes:
+        shop: The normalized shop domain.
+        kind: `TokenKind` of the token.
+        subject: The user id (online) or customer id (customer); None offline.
+    """
+
+    shop: str = attrs.field(converter=normalize_shop)
+    kind: TokenKind = attrs.field(validator=attrs.validators.instance_of(TokenKind))
+    subject: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.kind is TokenKind.OFFLINE) != (self.subject is None):
+            need = "needs a" if self.subject is None else "takes no"
+            msg = f"a {self.kind.value} key {need} subject"
+            raise ValueError(msg)
+
+    @classmethod
+    def offline(cls, shop: str) -> TokenKey:
+        """Key of a shop's offline (app-wide) Admin API token."""
+        return cls(shop, TokenKind.OFFLINE)
+
+    @classmethod
+    def online(cls, shop: str, user_id: int) -> TokenKey:
+        """Key of a staff user's online Admin API token.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+            ValueError: ``user_id`` is not a positive int.
+        """
+        if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id <= 0:
+            msg = f"user_id must be a positive int, not {user_id!r}"
+            raise ValueError(msg)
+        return cls(shop, TokenKind.ONLINE, str(user_id))
+
+    @classmethod
+    def customer(cls, shop: str, customer_id: str | int) -> TokenKey:
+        """Key of one customer's Customer Account API token.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+            ValueError: ``customer_id`` is empty or has whitespace.
+        """
+        subject = str(customer_id)
+        if not subject or any(c.isspace() for c in subject) or not subject.isprintable():
+            msg = f"customer_id must be a non-empty printable id, not {customer_id!r}"
+            raise ValueError(msg)
+        return cls(shop, TokenKind.CUSTOMER, subject)
+
+    @classmethod
+    def parse(cls, text: str) -> TokenKey:
+        """Read back a key from `str(key)`; a bare shop means its offline key.
+
+        Raises:
+            ValueError: The text is not a key (`InvalidShopDomain` for the shop).
+        """
+        kind, sep, rest = text.partition(":")
+        if not sep:
+            return cls.offline(text)
+        if kind == TokenKind.OFFLINE.value:
+            return cls.offline(rest)
+        # The shop never contains ":", so the subject may (customer gids do).
+        shop, sep, subject = rest.partition(":")
+        if kind == TokenKind.ONLINE.value and sep and subject.isdigit():
+            return cls.online(shop, int(subject))
+        if kind == TokenKind.CUSTOMER.value and sep:
+            return cls.customer(shop, subject)
+        msg = (
+            f"invalid token key {text[:120]!a}: expected 'offline:SHOP', "
+            "'online:SHOP:USER_ID' or 'customer:SHOP:CUSTOMER_ID'"
+        )
+        raise ValueError(msg)
+
+    def __str__(self) -> str:
+        if self.subject is None:
+            return f"{self.kind.value}:{self.shop}"
+        return f"{self.kind.value}:{self.shop}:{self.subject}"

@@ -1,0 +1,98 @@
+"""RefreshPolicy: when to refresh, how to retry, when to park."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+
+def _non_negative(
+    instance: object,  # noqa: ARG001 - attrs validator signature
+    attribute: attrs.Attribute[float],
+    value: float,
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"RefreshPolicy.{attribute.name} must be a finite number, not {value!r}"
+        raise ValueError(msg)
+    if value < 0:
+        msg = f"RefreshPolicy.{attribute.name} must be >= 0, not {value!r}"
+        raise ValueError(msg)
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    _non_negative(instance, attribute, value)
+    if value == 0:
+        msg = f"RefreshPolicy.{attribute.name} must be > 0"
+        raise ValueError(msg)
+
+
+def _field(default: float, *, positive: bool = False) -> float:
+    return attrs.field(default=default, validator=_positive if positive else _non_negative)
+
+
+@attrs.frozen
+class RefreshPolicy:
+    """How a `TokenManager` schedules, retries and parks refreshes (seconds).
+
+    The defaults suit Shopify's 60-minute access tokens and 90-day refresh
+    tokens. Every key refreshes inside
+    ``[expires_at - refresh_before - jitter, expires_at - refresh_before]``,
+    at an offset fixed per key (a hash of the key), so a fleet installed in
+    the same minute does not refresh in the same second.
+
+    Attributes:
+        refresh_before: Lead time before expiry at which a token turns stale
+            and is refreshed. 300 s, as in Shopify's own libraries.
+        jitter: Width of the per-key spread added to the lead time (60 s).
+        skew: A token is hard-expired ``skew`` seconds before its
+            ``expires_at`` and never served after that, allowing for clock
+            drift and request latency (60 s).
+        stale_while_error: When a stale (not yet expired) token's refresh
+            fails, return the stale token instead of raising.
+        retry_initial: First retry delay after a failed refresh or save (1 s).
+        retry_max: Cap on the retry delay (120 s): well inside the 300 s
+            lead, so several retries happen before a token expires.
+        retry_multiplier: Growth of the delay per attempt (2).
+        retry_jitter: Fraction of each delay that is randomized (0.5), so
+            shops that failed together do not retry together.
+        max_concurrent_refreshes: Cap on refresh requests in flight (16),
+            to stay under Shopify's rate limits when many tokens are due.
+        idle_after: A key not used (`valid_token`/`put_token`) for this long
+            is parked: no task, not cached (24 h).
+        keepalive_before: A parked key whose refresh token expires within
+            this window is refreshed by the sweeper (7 days of the 90).
+        sweep_interval: Longest time between sweeper passes (1 h).
+        lock_timeout: Timeout of a store's cross-process lock (30 s).
+        shutdown_grace: On leaving the manager, how long an in-flight
+            refresh-and-save may still run (10 s).
+    """
+
+    refresh_before: float = _field(300.0)
+    jitter: float = _field(60.0)
+    skew: float = _field(60.0)
+    stale_while_error: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
+    retry_initial: float = _field(1.0, positive=True)
+    retry_max: float = _field(120.0, positive=True)
+    retry_multiplier: float = _field(2.0, positive=True)
+    retry_jitter: float = _field(0.5)
+    max_concurrent_refreshes: int = attrs.field(default=16)
+    idle_after: float = _field(86400.0, positive=True)
+    keepalive_before: float = _field(7 * 86400.0)
+    sweep_interval: float = _field(3600.0, positive=True)
+    lock_timeout: float = _field(30.0, positive=True)
+    shutdown_grace: float = _field(10.0)
+
+    def __attrs_post_init__(self) -> None:
+        if self.retry_jitter > 1:
+            msg = "RefreshPolicy.retry_jitter is a fraction in [0, 1]"
+            raise ValueError(msg)
+        if self.retry_max < self.retry_initial:
+            msg = "RefreshPolicy.retry_max must be >= retry_initial"
+            raise ValueError(msg)
+        cap = self.max_concurrent_refreshes
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            msg = f"RefreshPolicy.max_concurrent_refreshes must be an int >= 1, not {cap!r}"
+            raise ValueError(msg)

@@ -1,0 +1,136 @@
+"""Pure decisions: when a token turns stale, what state it is in, how long to back off.
+
+Nothing here reads a clock or sleeps: callers pass ``now`` (epoch seconds of
+the manager's wall clock), so every rule is tested synchronously.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from ._keys import TokenKey
+    from ._policy import RefreshPolicy
+    from ._token import Token
+
+
+class Freshness(enum.Enum):
+    """Where a stored token stands at a given instant (the decision table's rows)."""
+
+    FRESH = "fresh"
+    """Before its refresh time: serve as is."""
+    STALE = "stale"
+    """Past its refresh time but not hard-expired: refresh, may still be served."""
+    EXPIRED = "expired"
+    """Hard-expired (``now >= expires_at - skew``): must be refreshed first."""
+    NON_EXPIRING = "non-expiring"
+    """No expiry: serve as is (a legacy token that needs migrating)."""
+    DEAD = "dead"
+    """Cannot be renewed: the refresh token expired, or none and expired."""
+
+
+def jitter_offset(key: TokenKey, jitter: float) -> float:
+    """Return the key's fixed offset in ``[0, jitter)``.
+
+    Derived from a hash of ``str(key)``, so it is the same in every process
+    and every run, and uniform across keys.
+    """
+    if jitter <= 0:
+        return 0.0
+    digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 * jitter
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def refresh_at(
+    token: Token,
+    key: TokenKey,
+    policy: RefreshPolicy,
+    *,
+    obtained_at: float | None = None,
+) -> float:
+    """Return the wall time (epoch s) at which ``token`` turns stale.
+
+    Args:
+        token: The token.
+        key: Its key (for the per-key jitter).
+        policy: The policy.
+        obtained_at: When the token was obtained, if it was just obtained.
+            A token whose whole lifetime is shorter than the lead time then
+            refreshes at mid-life instead of at once, so a short-lived token
+            can never cause a refresh loop.
+
+    Returns:
+        ``inf`` for tokens that never turn stale: non-expiring ones. For a
+        token without a refresh token this is its hard-expiry time (it
+        cannot be renewed, only served until then).
+    """
+    if token.expires_at is None:
+        return math.inf
+    expires = _epoch(token.expires_at)
+    if token.refresh_token is None:
+        return expires - policy.skew
+    stale = expires - policy.refresh_before - jitter_offset(key, policy.jitter)
+    if obtained_at is not None:
+        stale = max(stale, obtained_at + (expires - obtained_at) / 2)
+    if token.refresh_token_expires_at is not None:
+        stale = min(stale, _epoch(token.refresh_token_expires_at))
+    return stale
+
+
+def classify(token: Token, now: float, stale_at: float, policy: RefreshPolicy) -> Freshness:
+    """Place ``token`` in the decision table at wall time ``now``.
+
+    Args:
+        token: The token.
+        now: Wall time (epoch seconds).
+        stale_at: Its `refresh_at`.
+        policy: The policy (for ``skew``).
+    """
+    if token.refresh_token_expires_at is not None and now >= _epoch(token.refresh_token_expires_at):
+        return Freshness.DEAD
+    if token.expires_at is None:
+        return Freshness.NON_EXPIRING
+    if now >= _epoch(token.expires_at) - policy.skew:
+        return Freshness.DEAD if token.refresh_token is None else Freshness.EXPIRED
+    if now < stale_at:
+        return Freshness.FRESH
+    return Freshness.STALE
+
+
+def backoff(
+    attempt: int,
+    policy: RefreshPolicy,
+    *,
+    rand: float,
+    retry_after: float | None = None,
+) -> float:
+    """Return the delay before retry number ``attempt`` (1 for the first retry).
+
+    Exponential from ``retry_initial`` by ``retry_multiplier``, capped at
+    ``retry_max``; the top ``retry_jitter`` fraction of it is randomized by
+    ``rand`` (in ``[0, 1)``). A server's ``Retry-After`` is a floor: we never
+    retry sooner than asked, even past ``retry_max``.
+    """
+    if attempt < 1:
+        msg = "attempt counts from 1"
+        raise ValueError(msg)
+    # Grow step by step: multiplier ** attempt overflows a float in long outages.
+    base = policy.retry_initial
+    for _ in range(min(attempt - 1, 64)):
+        base *= policy.retry_multiplier
+        if base >= policy.retry_max:
+            break
+    base = min(base, policy.retry_max)
+    delay = base * (1.0 - policy.retry_jitter * rand)
+    if retry_after is not None and math.isfinite(retry_after):
+        delay = max(delay, retry_after)
+    return delay

@@ -1,0 +1,120 @@
+"""Per-key state held by the manager, and its statistics snapshot."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    from ._keys import TokenKey
+    from ._token import Token
+
+
+@attrs.define(eq=False)
+class Flight:
+    """One refresh in flight for a key; every waiting caller gets its outcome."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    token: Token | None = None
+    error: Exception | None = None
+
+    async def outcome(self) -> Token:
+        """Wait for the refresh and return its token or raise its error.
+
+        Each caller gets its own copy of the error (chained to the original),
+        so a thousand waiters do not pile tracebacks onto one object.
+        """
+        await self.done.wait()
+        if self.error is not None:
+            raise copy.copy(self.error).with_traceback(None) from self.error
+        assert self.token is not None  # noqa: S101 - set whenever error is None
+        return self.token
+
+
+@attrs.define(eq=False)
+class Slot:
+    """Everything the manager knows about one active key.
+
+    ``fresh_until`` is what the hot path reads: the wall time until which
+    ``token`` may be returned without any further thought. It is ``-inf``
+    whenever the slow path must decide (no token, re-authorization needed).
+    """
+
+    key: TokenKey
+    token: Token | None = None
+    fresh_until: float = -math.inf
+    stale_at: float = math.inf
+    used: float = 0.0
+    loaded: bool = False
+    dead: bool = False
+    lock: trio.Lock = attrs.Factory(trio.Lock)
+    flight: Flight | None = None
+    load_error: Exception | None = None
+    unsaved: Token | None = None
+    saving: bool = False
+    task: trio.CancelScope | None = None
+    wake: trio.CancelScope | None = None
+    crashes: int = 0
+
+    def busy(self) -> bool:
+        """True while the slot must stay in memory (work or an unsaved pair)."""
+        return (
+            self.flight is not None
+            or self.unsaved is not None
+            or self.saving
+            or self.lock.locked()
+            or bool(self.lock.statistics().tasks_waiting)
+        )
+
+
+@attrs.frozen
+class TokenManagerStatistics:
+    """A snapshot of a `TokenManager`'s state and counters.
+
+    Attributes:
+        keys_known: Keys in memory plus parked keys.
+        keys_active: Keys in memory with a running refresher task.
+        keys_parked: Keys parked after ``idle_after`` without use.
+        keys_reauthorization_required: Keys waiting for a new authorization.
+        refreshes_in_flight: Refreshes running now.
+        refreshes_succeeded: Refresh requests that returned a new pair.
+        refreshes_failed: Refresh requests that failed (any reason).
+        refreshes_adopted: Refreshes avoided because the store already had a
+            newer pair (refreshed by another task, process or node).
+        saves_failed: Failed attempts to persist a rotated pair.
+        saves_pending: Rotated pairs held in memory until a save lands.
+        loads_failed: Failed ``load_tokens`` calls.
+        stale_served: Stale tokens returned under ``stale_while_error``.
+        refresher_crashes: Unexpected exceptions in refresher tasks.
+    """
+
+    keys_known: int
+    keys_active: int
+    keys_parked: int
+    keys_reauthorization_required: int
+    refreshes_in_flight: int
+    refreshes_succeeded: int
+    refreshes_failed: int
+    refreshes_adopted: int
+    saves_failed: int
+    saves_pending: int
+    loads_failed: int
+    stale_served: int
+    refresher_crashes: int
+
+
+@attrs.define
+class Counters:
+    """The manager's running counters (mutable; snapshotted by `statistics`)."""
+
+    refreshes_succeeded: int = 0
+    refreshes_failed: int = 0
+    refreshes_adopted: int = 0
+    saves_failed: int = 0
+    loads_failed: int = 0
+    stale_served: int = 0
+    refresher_crashes: int = 0

@@ -1,0 +1,5 @@
+"""Built-in `TokenCallback` implementations."""
+
+from ._memory import MemoryStore
+
+__all__ = ["MemoryStore"]

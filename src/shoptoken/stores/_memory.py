@@ -1,0 +1,90 @@
+"""MemoryStore: a process-local `TokenCallback` with every optional capability."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .._errors import LockTimeout
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .._keys import TokenKey
+    from .._token import Token
+
+
+@attrs.define(eq=False)
+class _MemoryLocked:
+    store: MemoryStore
+    key: TokenKey
+    token: Token | None
+
+    async def save(self, token: Token) -> None:
+        await self.store.save_tokens(self.key, token)
+        self.token = token
+
+
+@attrs.define(eq=False)
+class MemoryStore:
+    """Keeps tokens in a dict: for tests, demos and single-process apps that can lose them.
+
+    Its lock (``locked``) holds only within this process. Every method
+    checkpoints, as real stores do, so code tested against it meets the same
+    scheduling points.
+    """
+
+    _tokens: dict[TokenKey, Token] = attrs.field(factory=dict, alias="tokens")
+    _locks: dict[TokenKey, trio.Lock] = attrs.field(factory=dict, init=False)
+
+    async def load_tokens(self, key: TokenKey) -> Token | None:
+        """Return the stored token, or None."""
+        await trio.lowlevel.checkpoint()
+        return self._tokens.get(key)
+
+    async def save_tokens(self, key: TokenKey, token: Token) -> None:
+        """Store the pair, replacing any previous one."""
+        await trio.lowlevel.checkpoint()
+        self._tokens[key] = token
+
+    async def delete_tokens(self, key: TokenKey) -> None:
+        """Delete the pair; no error if absent."""
+        await trio.lowlevel.checkpoint()
+        self._tokens.pop(key, None)
+
+    async def list_keys(self) -> AsyncIterator[TokenKey]:
+        """Yield the stored keys (a snapshot taken when iteration starts)."""
+        for key in list(self._tokens):
+            await trio.lowlevel.checkpoint()
+            yield key
+
+    @asynccontextmanager
+    async def locked(
+        self,
+        key: TokenKey,
+        *,
+        timeout: float,  # noqa: ASYNC109 - SupportsLocked passes the timeout as data
+    ) -> AsyncIterator[_MemoryLocked]:
+        """Lock ``key`` within this process and re-read it.
+
+        Raises:
+            LockTimeout: Not granted within ``timeout`` seconds.
+        """
+        lock = self._locks.setdefault(key, trio.Lock())
+        with trio.move_on_after(timeout) as scope:
+            await lock.acquire()
+        if scope.cancelled_caught:
+            raise LockTimeout(f"lock on {key} not granted within {timeout} s", key=key)
+        try:
+            yield _MemoryLocked(self, key, self._tokens.get(key))
+        finally:
+            lock.release()
+            if not lock.statistics().tasks_waiting:
+                # Do not keep a Lock per key forever.
+                self._locks.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
