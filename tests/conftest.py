@@ -4,9 +4,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shoptoken.testing import trio_wall_clock
-
-from .fakes import FakeTokenEndpoint
+from shoptoken.testing import FakeShopify, trio_wall_clock
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,6 +17,6 @@ def clock() -> Callable[[], float]:
 
 
 @pytest.fixture
-def endpoint(clock: Callable[[], float]) -> FakeTokenEndpoint:
+def endpoint(clock: Callable[[], float]) -> FakeShopify:
     """A fake Shopify token endpoint on the same clock."""
-    return FakeTokenEndpoint(clock)
+    return FakeShopify(clock=clock)

@@ -29,8 +29,9 @@ from shoptoken import (
 )
 from shoptoken._schedule import jitter_offset
 from shoptoken._supervisor import Supervisor
+from shoptoken.testing import FakeShopify
 
-from .fakes import FakeTokenEndpoint, FlakyStore, PlainStore, at, make_oauth
+from .fakes import FlakyStore, PlainStore, at
 
 KEY = TokenKey.offline("my-store")
 SHOP = KEY.shop
@@ -39,7 +40,7 @@ Clock = Callable[[], float]
 
 @asynccontextmanager
 async def manager(
-    endpoint: FakeTokenEndpoint,
+    endpoint: FakeShopify,
     clock: Clock,
     store: TokenCallback | None = None,
     *,
@@ -47,7 +48,7 @@ async def manager(
     **policy: object,
 ) -> AsyncIterator[TokenManager]:
     """A manager over the fake endpoint, on the test clock."""
-    oauth = make_oauth(endpoint, clock)
+    oauth = endpoint.oauth(clock=clock)
     hooks = [events.append] if events is not None else []
     async with (
         oauth,
@@ -62,9 +63,7 @@ async def manager(
         yield tokens
 
 
-async def installed(
-    endpoint: FakeTokenEndpoint, store: TokenCallback, key: TokenKey = KEY
-) -> Token:
+async def installed(endpoint: FakeShopify, store: TokenCallback, key: TokenKey = KEY) -> Token:
     """Install ``key`` at the endpoint and in the store, as an OAuth callback would."""
     token = endpoint.install(key.shop)
     await store.save_tokens(key, token)
@@ -82,7 +81,7 @@ def expiring(clock: Clock, seconds: float, *, refresh: str | None = "shprt_r_SEC
 
 
 async def test_no_token_raises_no_token_without_http(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A key with nothing stored raises NoToken and sends no request."""
     async with manager(endpoint, clock) as tokens:
@@ -93,7 +92,7 @@ async def test_no_token_raises_no_token_without_http(
 
 
 async def test_fresh_token_is_served_without_lock_io_or_checkpoint(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A fresh cached token returns even inside a cancelled scope: no checkpoint, no I/O."""
     store = FlakyStore()
@@ -112,7 +111,7 @@ async def test_fresh_token_is_served_without_lock_io_or_checkpoint(
 
 
 async def test_first_use_loads_once_under_many_concurrent_callers(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """100 concurrent first callers cause exactly one load_tokens call."""
     store = FlakyStore(load_latency=1.0)
@@ -131,7 +130,7 @@ async def test_first_use_loads_once_under_many_concurrent_callers(
 
 
 async def test_load_failure_raises_persistence_error_and_next_use_retries(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A failed load is an error (never 'no token') for all who share it; the next use retries."""
     store = FlakyStore(fail_loads=1, load_latency=1.0)
@@ -157,7 +156,7 @@ async def test_load_failure_raises_persistence_error_and_next_use_retries(
 
 
 async def test_stale_token_is_refreshed_single_flight(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Past its refresh time (but not expired) a token is refreshed before it is served."""
     store = MemoryStore()
@@ -174,12 +173,12 @@ async def test_stale_token_is_refreshed_single_flight(
 
 
 async def test_stale_refresh_failure_raises_by_default(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Without stale_while_error, a stale token whose refresh fails raises RefreshFailed."""
     store = PlainStore()
     await store.save_tokens(KEY, expiring(clock, 200))
-    endpoint.script = [503]
+    endpoint.fail_next(503)
     async with manager(endpoint, clock, store) as tokens:
         with pytest.raises(RefreshFailed) as info:
             await tokens.valid_token(KEY)
@@ -188,13 +187,13 @@ async def test_stale_refresh_failure_raises_by_default(
 
 
 async def test_stale_while_error_serves_the_stale_token_and_reports_it(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """With stale_while_error, a failed refresh of a stale token returns it and says so."""
     store = PlainStore()
     stale = expiring(clock, 200)
     await store.save_tokens(KEY, stale)
-    endpoint.script = [503]
+    endpoint.fail_next(503)
     events: list[TokenEvent] = []
     async with manager(endpoint, clock, store, events=events, stale_while_error=True) as tokens:
         assert await tokens.valid_token(KEY) == stale
@@ -203,7 +202,7 @@ async def test_stale_while_error_serves_the_stale_token_and_reports_it(
 
 
 async def test_hard_expired_token_waits_for_the_refresh(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Inside the skew a token is never served: callers wait for the refresh (latency 2 s)."""
     store = MemoryStore()
@@ -218,7 +217,7 @@ async def test_hard_expired_token_waits_for_the_refresh(
 
 
 async def test_non_expiring_token_is_served_as_is_without_a_task(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A legacy non-expiring token is returned as is, with no refresher task and no request."""
     store = PlainStore()
@@ -233,7 +232,7 @@ async def test_non_expiring_token_is_served_as_is_without_a_task(
 
 
 async def test_expired_refresh_token_requires_reauthorization_without_http(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A token whose refresh token has expired raises ReauthorizationRequired, no request sent."""
     store = PlainStore()
@@ -252,7 +251,7 @@ async def test_expired_refresh_token_requires_reauthorization_without_http(
 
 
 async def test_invalid_grant_stops_http_until_put_token(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """invalid_grant marks the key: no more requests until put_token installs a new pair."""
     store = PlainStore()
@@ -276,7 +275,7 @@ async def test_invalid_grant_stops_http_until_put_token(
 
 
 async def test_token_without_refresh_token_is_served_until_hard_expiry(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A token without refresh token serves until expiry - skew, then needs re-auth."""
     store = PlainStore()
@@ -294,7 +293,7 @@ async def test_token_without_refresh_token_is_served_until_hard_expiry(
 
 
 async def test_thousand_callers_on_an_expired_token_cause_one_refresh(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """1,000 concurrent callers on an expired token: one request, one re-read, one token for all."""
     store = FlakyStore()
@@ -322,7 +321,7 @@ async def test_thousand_callers_on_an_expired_token_cause_one_refresh(
 
 
 async def test_proactive_refresh_stays_in_its_window_for_48_hours(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """For 48 h refreshes start in [exp-lead-jitter, exp-lead] with the latest refresh token."""
     store = MemoryStore()
@@ -348,14 +347,13 @@ async def test_proactive_refresh_stays_in_its_window_for_48_hours(
     for start, expires in zip(starts, exp, strict=False):
         assert expires - 360 <= start <= expires - 300
         assert start == pytest.approx(expires - 300 - jitter_offset(KEY, 60), abs=1e-6)
-    assert endpoint.rejected == 0
-    assert endpoint.presented == [
-        f"shprt_refresh_my-store_{n:06d}_SECRET" for n in range(len(starts))
-    ]
+    # Every refresh presented the latest refresh token: none was refused, and
+    # none needed Shopify's recovery window.
+    assert (endpoint.rejected, endpoint.recovered) == (0, 0)
 
 
 async def test_cancelled_caller_does_not_cancel_the_refresh_or_its_save(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A caller cancelled mid-refresh leaves the rotation to complete and be saved."""
     store = MemoryStore()
@@ -376,7 +374,7 @@ async def test_cancelled_caller_does_not_cancel_the_refresh_or_its_save(
 
 
 async def test_refresh_token_adopts_a_pair_refreshed_by_another_process(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """refresh_token re-reads the store: a pair another node saved meanwhile is adopted."""
     store = MemoryStore()
@@ -394,12 +392,12 @@ async def test_refresh_token_adopts_a_pair_refreshed_by_another_process(
 
 
 async def test_tokens_are_dated_by_the_managers_clock(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A new token expires at the manager's send time + expires_in, whatever the client's clock."""
     store = MemoryStore()
     await installed(endpoint, store)
-    oauth = make_oauth(endpoint, lambda: 0.0)  # a client with a broken clock
+    oauth = endpoint.oauth(clock=lambda: 0.0)  # a client with a broken clock
     async with oauth, open_token_manager(oauth, store, clock=clock) as tokens:
         await trio.sleep(100)
         sent = clock()
@@ -408,7 +406,7 @@ async def test_tokens_are_dated_by_the_managers_clock(
 
 
 async def test_concurrent_refreshes_are_capped(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """With max_concurrent_refreshes=4, 20 due keys refresh 4 at a time."""
     store = MemoryStore()
@@ -429,7 +427,7 @@ async def test_concurrent_refreshes_are_capped(
 
 
 async def test_save_failure_serves_the_new_pair_and_retries_until_it_lands(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A failed save keeps the new pair in memory, serves it, retries, and loses nothing."""
     store = FlakyStore()
@@ -463,7 +461,7 @@ async def test_save_failure_serves_the_new_pair_and_retries_until_it_lands(
 
 
 async def test_put_token_save_failure_raises_and_changes_nothing(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """put_token whose save fails raises PersistenceError and installs nothing."""
     store = FlakyStore(fail_saves=1)
@@ -479,7 +477,7 @@ async def test_put_token_save_failure_raises_and_changes_nothing(
 
 
 async def test_plain_callback_without_capabilities_works(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A two-method TokenCallback is enough: refreshes re-read with load_tokens and save."""
     store = PlainStore()
@@ -495,7 +493,7 @@ async def test_plain_callback_without_capabilities_works(
 
 
 async def test_forget_deletes_and_stops_refreshing(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Forget deletes the stored pair and stops the key's refresher."""
     store = MemoryStore()
@@ -512,7 +510,7 @@ async def test_forget_deletes_and_stops_refreshing(
 
 
 async def test_fetch_token_returns_the_stored_token_without_refreshing(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """fetch_token returns even an expired token as stored, with no request and no task."""
     store = PlainStore()
@@ -530,7 +528,7 @@ async def test_fetch_token_returns_the_stored_token_without_refreshing(
 
 
 async def test_crashing_refresher_is_restarted_and_others_are_unaffected(
-    endpoint: FakeTokenEndpoint,
+    endpoint: FakeShopify,
     clock: Clock,
     autojump_clock: trio.testing.MockClock,
     monkeypatch: pytest.MonkeyPatch,
@@ -564,14 +562,14 @@ async def test_crashing_refresher_is_restarted_and_others_are_unaffected(
 
 
 async def test_transient_failures_are_retried_with_backoff_before_expiry(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Failed scheduled refreshes (5xx, 429, network) are retried; no expired token is served."""
     store = MemoryStore()
     await installed(endpoint, store)
     async with manager(endpoint, clock, store) as tokens:
         await tokens.valid_token(KEY)
-        endpoint.script = [500, 520, httpx.ConnectError("down"), 429]
+        endpoint.fail_next(500, 520, httpx.ConnectError("down"), 429)
         await trio.sleep(3600)
         token = await tokens.valid_token(KEY)
         assert endpoint.is_valid(SHOP, token.access_token)
@@ -580,7 +578,7 @@ async def test_transient_failures_are_retried_with_backoff_before_expiry(
 
 
 async def test_idle_keys_park_and_the_sweeper_keeps_their_refresh_tokens_alive(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """An idle key parks (no task); near refresh-token expiry the sweeper refreshes it."""
     endpoint.refresh_lifetime = 10 * 86400
@@ -606,7 +604,7 @@ async def test_idle_keys_park_and_the_sweeper_keeps_their_refresh_tokens_alive(
 
 
 async def test_body_exception_reaches_the_caller_unwrapped(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """An exception raised in the manager's block is not wrapped in an ExceptionGroup."""
     with pytest.raises(KeyError, match="boom"):
@@ -615,7 +613,7 @@ async def test_body_exception_reaches_the_caller_unwrapped(
 
 
 async def test_exit_waits_for_an_in_flight_refresh_and_save(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Leaving the block lets a refresh in flight finish and be saved."""
     store = MemoryStore()
@@ -634,7 +632,7 @@ async def test_exit_waits_for_an_in_flight_refresh_and_save(
 
 
 async def test_outer_cancellation_still_lets_the_refresh_and_save_finish(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Cancelling the whole manager from outside does not cut a rotation Shopify performed."""
     store = MemoryStore()
@@ -653,7 +651,7 @@ async def test_outer_cancellation_still_lets_the_refresh_and_save_finish(
 
 
 async def test_exit_wait_is_bounded_by_shutdown_grace(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A refresh that hangs is cut after shutdown_grace seconds."""
     store = MemoryStore()
@@ -669,7 +667,7 @@ async def test_exit_wait_is_bounded_by_shutdown_grace(
 
 
 async def test_closed_manager_refuses_calls(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """After its block ends the manager raises RuntimeError, even for a cached key."""
     store = MemoryStore()
@@ -683,7 +681,7 @@ async def test_closed_manager_refuses_calls(
 
 
 async def test_statistics_is_a_frozen_snapshot(
-    endpoint: FakeTokenEndpoint, clock: Clock, autojump_clock: trio.testing.MockClock
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
     """statistics() counts keys and refreshes, and the snapshot does not change afterwards."""
     store = MemoryStore()
