@@ -20,12 +20,12 @@ from ._errors import (
     PersistenceError,
     ReauthorizationRequired,
     RefreshFailed,
-    ShopTokenError,
 )
 from ._events import Emitter, EventHook, EventKind, TokenEvent, describe
 from ._keys import TokenKey
 from ._policy import RefreshPolicy
-from ._slot import Counters, Flight, Slot, TokenManagerStatistics
+from ._rotation import Rotator, secrets_of
+from ._slot import Counters, Slot, TokenManagerStatistics
 from ._supervisor import Supervisor
 from ._token import Token
 
@@ -60,10 +60,12 @@ class TokenManager:
     _closed: bool = attrs.field(default=False, init=False)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
     _supervisor: Supervisor = attrs.field(init=False)
+    _rotator: Rotator = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._limiter = trio.CapacityLimiter(self._policy.max_concurrent_refreshes)
         self._supervisor = Supervisor(self)
+        self._rotator = Rotator(self)
 
     # -- the hot path ---------------------------------------------------------
 
@@ -105,9 +107,9 @@ class TokenManager:
             self._mark_dead(slot, "refresh token expired")
             raise ReauthorizationRequired(f"refresh token of {key} has expired", key=key)
         if state is _schedule.Freshness.EXPIRED or not self._policy.stale_while_error:
-            return await self._refresh(slot, reason=state.value)
+            return await self._rotator.refresh(slot, reason=state.value)
         try:
-            return await self._refresh(slot, reason=state.value)
+            return await self._rotator.refresh(slot, reason=state.value)
         except (RefreshFailed, LockTimeout, PersistenceError) as exc:
             if _usable(token, self._clock(), self._policy):
                 self._counters.stale_served += 1
@@ -172,7 +174,7 @@ class TokenManager:
         """Refresh unless the key's token is no longer ``bad`` (default: the current one)."""
         slot = await self._activate(key, use=True)
         token = self._token_or_raise(slot)
-        return await self._refresh(slot, reason=reason, replacing=bad or token)
+        return await self._rotator.refresh(slot, reason=reason, replacing=bad or token)
 
     async def forget(self, key: TokenKey) -> None:
         """Stop refreshing ``key`` and delete its stored pair (app uninstalled).
@@ -192,8 +194,9 @@ class TokenManager:
                 try:
                     await delete(key)
                 except Exception as exc:
+                    held = secrets_of(slot.token if slot is not None else None)
                     raise PersistenceError(
-                        f"delete_tokens failed for {key}: {describe(exc, _secrets(slot))}",
+                        f"delete_tokens failed for {key}: {describe(exc, held)}",
                         key=key,
                     ) from exc
             self._parked.pop(key, None)
@@ -313,7 +316,7 @@ class TokenManager:
         except Exception as exc:
             self._counters.saves_failed += 1
             raise PersistenceError(
-                f"saving tokens failed for {key}: {describe(exc, _secrets_of(token))}", key=key
+                f"saving tokens failed for {key}: {describe(exc, secrets_of(token))}", key=key
             ) from exc
 
     # -- state changes -----------------------------------------------------------
@@ -356,213 +359,6 @@ class TokenManager:
     def _emit(self, kind: EventKind, slot: Slot, **fields: Any) -> None:
         self._emitter.emit(TokenEvent(kind=kind, key=slot.key, **fields))
 
-    # -- refreshing -------------------------------------------------------------
-
-    async def _refresh(self, slot: Slot, *, reason: str, replacing: Token | None = None) -> Token:
-        """Join the key's refresh in flight, or start one in the manager's nursery."""
-        for _ in range(2):
-            flight = slot.flight
-            if flight is None:
-                self._check_open()
-                flight = slot.flight = Flight()
-                self._critical.start_soon(self._fly, slot, flight, reason, replacing)
-            token = await flight.outcome()
-            # A joined refresh may have been decided before our token went bad;
-            # if it handed back the very token we must replace, go once more.
-            if replacing is None or token.access_token != replacing.access_token:
-                return token
-        return token
-
-    async def _fly(self, slot: Slot, flight: Flight, reason: str, replacing: Token | None) -> None:
-        # Shielded: neither a cancelled caller nor the manager's exit may cut a
-        # rotation Shopify has performed. _close() bounds it with a deadline.
-        with trio.CancelScope(shield=True) as scope:
-            self._critical_scopes.add(scope)
-            try:
-                flight.token = await self._refresh_locked(slot, reason, replacing)
-            except ShopTokenError as exc:
-                flight.error = exc
-            except Exception as exc:  # noqa: BLE001 - a bug must reach callers as a refresh failure, not kill the nursery
-                error = RefreshFailed(
-                    f"refresh of {slot.key} failed unexpectedly: {describe(exc, _secrets(slot))}",
-                    key=slot.key,
-                )
-                error.__cause__ = exc
-                flight.error = error
-            finally:
-                self._critical_scopes.discard(scope)
-                if flight.token is None and flight.error is None:
-                    flight.error = RefreshFailed(
-                        f"refresh of {slot.key} was cut short by the manager's exit", key=slot.key
-                    )
-                if slot.flight is flight:
-                    slot.flight = None
-                flight.done.set()
-
-    async def _refresh_locked(self, slot: Slot, reason: str, replacing: Token | None) -> Token:
-        key = slot.key
-        async with self._limiter, slot.lock:
-            if self._slots.get(key) is not slot:
-                raise NoToken(f"{key} was forgotten", key=key)
-            self._token_or_raise(slot)
-            if slot.unsaved is not None:
-                await self._save_pending(slot)
-            locked = getattr(self._callback, "locked", None)
-            if locked is None:
-                stored = await self._load(key)
-                save = functools.partial(self._callback.save_tokens, key)
-                return await self._decide(slot, stored, save, reason, replacing)
-            handle_cm = locked(key, timeout=self._policy.lock_timeout)
-            try:
-                handle = await handle_cm.__aenter__()
-            except ShopTokenError:
-                raise
-            except Exception as exc:
-                raise PersistenceError(f"locking {key} failed: {describe(exc)}", key=key) from exc
-            refreshed: list[Token] = []
-            try:
-                token = await self._decide(
-                    slot, handle.token, handle.save, reason, replacing, refreshed=refreshed
-                )
-            except BaseException as exc:
-                await _aexit(handle_cm, exc)
-                raise
-            try:
-                await _aexit(handle_cm, None)
-            except Exception as exc:  # noqa: BLE001 - a failed commit is a failed save
-                if refreshed and slot.unsaved is None:
-                    self._save_failed(slot, refreshed[0], exc)
-            return token
-
-    async def _decide(
-        self,
-        slot: Slot,
-        stored: Token | None,
-        save: Save,
-        reason: str,
-        replacing: Token | None,
-        *,
-        refreshed: list[Token] | None = None,
-    ) -> Token:
-        """Re-take the refresh decision on the re-read token, then refresh and save."""
-        key = slot.key
-        if slot.unsaved is not None:
-            base = slot.unsaved  # memory is newer than the store until the save lands
-        elif stored is None:
-            del self._slots[key]
-            self._retire(slot)
-            raise NoToken(f"{key} is no longer stored (deleted elsewhere)", key=key)
-        else:
-            base = stored
-        now = self._clock()
-        state = _schedule.classify(
-            base, now, _schedule.refresh_at(base, key, self._policy), self._policy
-        )
-        forced = replacing is not None and base.access_token == replacing.access_token
-        if state is _schedule.Freshness.DEAD and not base.refreshable:
-            self._mark_dead(slot, "token expired and has no refresh token")
-            raise ReauthorizationRequired(f"{key} expired and cannot be refreshed", key=key)
-        if not forced and state in (_schedule.Freshness.FRESH, _schedule.Freshness.NON_EXPIRING):
-            if base != slot.token:
-                self._install(slot, base)
-                self._counters.refreshes_adopted += 1
-                self._emit(
-                    EventKind.REFRESH_ADOPTED, slot, expires_at=base.expires_at, reason=reason
-                )
-            return base
-        return await self._rotate(slot, base, save, reason, refreshed=refreshed)
-
-    async def _rotate(
-        self, slot: Slot, base: Token, save: Save, reason: str, *, refreshed: list[Token] | None
-    ) -> Token:
-        self._emit(EventKind.REFRESH_STARTED, slot, reason=reason)
-        started = trio.current_time()
-        obtained_at = self._clock()
-        try:
-            new = await self._refresher.refresh(slot.key, base, clock=self._clock)
-        except ReauthorizationRequired as exc:
-            self._counters.refreshes_failed += 1
-            self._mark_dead(slot, describe(exc, _secrets_of(base)))
-            raise
-        except Exception as exc:
-            self._counters.refreshes_failed += 1
-            self._emit(
-                EventKind.REFRESH_FAILED,
-                slot,
-                error=describe(exc, _secrets_of(base)),
-                reason=reason,
-            )
-            if isinstance(exc, RefreshFailed):
-                raise
-            raise RefreshFailed(
-                f"refresher raised unexpectedly for {slot.key}: {describe(exc, _secrets_of(base))}",
-                key=slot.key,
-            ) from exc
-        if refreshed is not None:
-            refreshed.append(new)
-        self._counters.refreshes_succeeded += 1
-        try:
-            await save(new)
-        except Exception as exc:  # noqa: BLE001 - any store failure: keep the pair, retry the save
-            self._save_failed(slot, new, exc)
-        else:
-            slot.unsaved = None
-        self._install(slot, new, obtained_at=obtained_at)
-        slot.crashes = 0
-        self._emit(
-            EventKind.REFRESH_SUCCEEDED,
-            slot,
-            expires_at=new.expires_at,
-            duration=trio.current_time() - started,
-            reason=reason,
-        )
-        return new
-
-    # -- saves that failed ----------------------------------------------------------
-
-    def _save_failed(self, slot: Slot, token: Token, exc: Exception) -> None:
-        """Keep a rotated pair that could not be saved, serve it, and retry the save."""
-        self._counters.saves_failed += 1
-        slot.unsaved = token
-        self._emit(
-            EventKind.PERSISTENCE_FAILED, slot, error=describe(exc, _secrets_of(token)), attempt=1
-        )
-        if not slot.saving and not self._closed:
-            slot.saving = True
-            self._critical.start_soon(self._save_retries, slot)
-
-    async def _save_pending(self, slot: Slot) -> bool:
-        """Try once to save the slot's unsaved pair (caller holds the slot lock)."""
-        token = slot.unsaved
-        assert token is not None  # noqa: S101 - only called with a pending pair
-        try:
-            await self._callback.save_tokens(slot.key, token)
-        except Exception as exc:  # noqa: BLE001 - reported, retried later
-            self._counters.saves_failed += 1
-            self._emit(EventKind.PERSISTENCE_FAILED, slot, error=describe(exc, _secrets_of(token)))
-            return False
-        if slot.unsaved is token:
-            slot.unsaved = None
-        self._emit(EventKind.PERSISTENCE_RECOVERED, slot)
-        return True
-
-    async def _save_retries(self, slot: Slot) -> None:
-        with trio.CancelScope(shield=True) as scope:
-            self._critical_scopes.add(scope)
-            try:
-                attempt = 0
-                while slot.unsaved is not None:
-                    attempt += 1
-                    await trio.sleep(
-                        _schedule.backoff(attempt, self._policy, rand=self._rng.random())
-                    )
-                    async with slot.lock:
-                        if slot.unsaved is not None:
-                            await self._save_pending(slot)
-            finally:
-                self._critical_scopes.discard(scope)
-                slot.saving = False
-
     # -- parking and shutdown ----------------------------------------------------------
 
     def park(self, slot: Slot) -> bool:
@@ -591,16 +387,6 @@ def _usable(token: Token, now: float, policy: RefreshPolicy) -> bool:
     return token.expires_at is None or now < token.expires_at.timestamp() - policy.skew
 
 
-def _secrets_of(token: Token | None) -> tuple[str | None, ...]:
-    return () if token is None else (token.access_token, token.refresh_token)
-
-
-def _secrets(slot: Slot | None) -> tuple[str | None, ...]:
-    if slot is None:
-        return ()
-    return _secrets_of(slot.token) + _secrets_of(slot.unsaved)
-
-
 def copy_error(error: Exception) -> Exception:
     """Return a copy of ``error`` chained to it, for one more caller to raise."""
     import copy  # noqa: PLC0415 - only on error paths
@@ -608,13 +394,6 @@ def copy_error(error: Exception) -> Exception:
     clone = copy.copy(error).with_traceback(None)
     clone.__cause__ = error
     return clone
-
-
-async def _aexit(cm: Any, exc: BaseException | None) -> None:
-    if exc is None:
-        await cm.__aexit__(None, None, None)
-    else:
-        await cm.__aexit__(type(exc), exc, exc.__traceback__)
 
 
 @asynccontextmanager

@@ -97,7 +97,7 @@ class Supervisor:
                 await self._sleep_until(slot, wake_at)
                 continue
             try:
-                await manager._refresh(slot, reason="retry" if failures else "scheduled")
+                await manager._rotator.refresh(slot, reason="retry" if failures else "scheduled")
             except (ReauthorizationRequired, NoToken):
                 return
             except ShopTokenError as exc:
@@ -156,6 +156,6 @@ class Supervisor:
         slot = await manager._activate(key, use=False)
         if slot.dead or slot.token is None:
             return
-        await manager._refresh(slot, reason="keepalive", replacing=slot.token)
+        await manager._rotator.refresh(slot, reason="keepalive", replacing=slot.token)
         if slot.task is None:
             manager.park(slot)

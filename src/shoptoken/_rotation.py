@@ -1,0 +1,269 @@
+"""Rotator: single-flight refresh, persist-before-use, and saves retried until they land.
+
+One refresh per key runs at a time, in the manager's nursery and shielded
+from its callers' cancellation. Under the key's lock (and the store's
+cross-process lock when it has one) the decision is re-taken on the re-read
+token; only then is Shopify asked, and the new pair is saved before anyone
+receives it. A pair that cannot be saved is kept in memory, served, and
+saved again with backoff until it lands.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from . import _schedule
+from ._errors import (
+    NoToken,
+    PersistenceError,
+    ReauthorizationRequired,
+    RefreshFailed,
+    ShopTokenError,
+)
+from ._events import EventKind, describe
+from ._slot import Flight, Slot
+
+if TYPE_CHECKING:
+    from ._manager import TokenManager
+    from ._token import Token
+
+Save = Callable[["Token"], Awaitable[None]]
+
+
+@attrs.define(eq=False)
+class Rotator:
+    """Runs the refreshes and the pending saves of one `TokenManager`."""
+
+    _manager: TokenManager
+
+    async def refresh(self, slot: Slot, *, reason: str, replacing: Token | None = None) -> Token:
+        """Join the key's refresh in flight, or start one in the manager's nursery."""
+        for _ in range(2):
+            flight = slot.flight
+            if flight is None:
+                self._manager._check_open()
+                flight = slot.flight = Flight()
+                self._manager._critical.start_soon(self._fly, slot, flight, reason, replacing)
+            token = await flight.outcome()
+            # A joined refresh may have been decided before our token went bad;
+            # if it handed back the very token we must replace, go once more.
+            if replacing is None or token.access_token != replacing.access_token:
+                return token
+        return token
+
+    async def _fly(self, slot: Slot, flight: Flight, reason: str, replacing: Token | None) -> None:
+        # Shielded: neither a cancelled caller nor the manager's exit may cut a
+        # rotation Shopify has performed. _close() bounds it with a deadline.
+        with trio.CancelScope(shield=True) as scope:
+            self._manager._critical_scopes.add(scope)
+            try:
+                flight.token = await self._refresh_locked(slot, reason, replacing)
+            except ShopTokenError as exc:
+                flight.error = exc
+            except Exception as exc:  # noqa: BLE001 - a bug must reach callers as a refresh failure, not kill the nursery
+                error = RefreshFailed(
+                    f"refresh of {slot.key} failed unexpectedly: {describe(exc, _secrets(slot))}",
+                    key=slot.key,
+                )
+                error.__cause__ = exc
+                flight.error = error
+            finally:
+                self._manager._critical_scopes.discard(scope)
+                if flight.token is None and flight.error is None:
+                    flight.error = RefreshFailed(
+                        f"refresh of {slot.key} was cut short by the manager's exit", key=slot.key
+                    )
+                if slot.flight is flight:
+                    slot.flight = None
+                flight.done.set()
+
+    async def _refresh_locked(self, slot: Slot, reason: str, replacing: Token | None) -> Token:
+        key = slot.key
+        async with self._manager._limiter, slot.lock:
+            if self._manager._slots.get(key) is not slot:
+                raise NoToken(f"{key} was forgotten", key=key)
+            self._manager._token_or_raise(slot)
+            if slot.unsaved is not None:
+                await self.save_pending(slot)
+            locked = getattr(self._manager._callback, "locked", None)
+            if locked is None:
+                stored = await self._manager._load(key)
+                save = functools.partial(self._manager._callback.save_tokens, key)
+                return await self._decide(slot, stored, save, reason, replacing)
+            handle_cm = locked(key, timeout=self._manager._policy.lock_timeout)
+            try:
+                handle = await handle_cm.__aenter__()
+            except ShopTokenError:
+                raise
+            except Exception as exc:
+                raise PersistenceError(f"locking {key} failed: {describe(exc)}", key=key) from exc
+            refreshed: list[Token] = []
+            try:
+                token = await self._decide(
+                    slot, handle.token, handle.save, reason, replacing, refreshed=refreshed
+                )
+            except BaseException as exc:
+                await _aexit(handle_cm, exc)
+                raise
+            try:
+                await _aexit(handle_cm, None)
+            except Exception as exc:  # noqa: BLE001 - a failed commit is a failed save
+                if refreshed and slot.unsaved is None:
+                    self.save_failed(slot, refreshed[0], exc)
+            return token
+
+    async def _decide(
+        self,
+        slot: Slot,
+        stored: Token | None,
+        save: Save,
+        reason: str,
+        replacing: Token | None,
+        *,
+        refreshed: list[Token] | None = None,
+    ) -> Token:
+        """Re-take the refresh decision on the re-read token, then refresh and save."""
+        key = slot.key
+        if slot.unsaved is not None:
+            base = slot.unsaved  # memory is newer than the store until the save lands
+        elif stored is None:
+            del self._manager._slots[key]
+            self._manager._retire(slot)
+            raise NoToken(f"{key} is no longer stored (deleted elsewhere)", key=key)
+        else:
+            base = stored
+        now = self._manager._clock()
+        state = _schedule.classify(
+            base, now, _schedule.refresh_at(base, key, self._manager._policy), self._manager._policy
+        )
+        forced = replacing is not None and base.access_token == replacing.access_token
+        if state is _schedule.Freshness.DEAD and not base.refreshable:
+            self._manager._mark_dead(slot, "token expired and has no refresh token")
+            raise ReauthorizationRequired(f"{key} expired and cannot be refreshed", key=key)
+        if not forced and state in (_schedule.Freshness.FRESH, _schedule.Freshness.NON_EXPIRING):
+            if base != slot.token:
+                self._manager._install(slot, base)
+                self._manager._counters.refreshes_adopted += 1
+                self._manager._emit(
+                    EventKind.REFRESH_ADOPTED, slot, expires_at=base.expires_at, reason=reason
+                )
+            return base
+        return await self._rotate(slot, base, save, reason, refreshed=refreshed)
+
+    async def _rotate(
+        self, slot: Slot, base: Token, save: Save, reason: str, *, refreshed: list[Token] | None
+    ) -> Token:
+        self._manager._emit(EventKind.REFRESH_STARTED, slot, reason=reason)
+        started = trio.current_time()
+        obtained_at = self._manager._clock()
+        try:
+            new = await self._manager._refresher.refresh(slot.key, base, clock=self._manager._clock)
+        except ReauthorizationRequired as exc:
+            self._manager._counters.refreshes_failed += 1
+            self._manager._mark_dead(slot, describe(exc, secrets_of(base)))
+            raise
+        except Exception as exc:
+            self._manager._counters.refreshes_failed += 1
+            self._manager._emit(
+                EventKind.REFRESH_FAILED,
+                slot,
+                error=describe(exc, secrets_of(base)),
+                reason=reason,
+            )
+            if isinstance(exc, RefreshFailed):
+                raise
+            raise RefreshFailed(
+                f"refresher raised unexpectedly for {slot.key}: {describe(exc, secrets_of(base))}",
+                key=slot.key,
+            ) from exc
+        if refreshed is not None:
+            refreshed.append(new)
+        self._manager._counters.refreshes_succeeded += 1
+        try:
+            await save(new)
+        except Exception as exc:  # noqa: BLE001 - any store failure: keep the pair, retry the save
+            self.save_failed(slot, new, exc)
+        else:
+            slot.unsaved = None
+        self._manager._install(slot, new, obtained_at=obtained_at)
+        slot.crashes = 0
+        self._manager._emit(
+            EventKind.REFRESH_SUCCEEDED,
+            slot,
+            expires_at=new.expires_at,
+            duration=trio.current_time() - started,
+            reason=reason,
+        )
+        return new
+
+    # -- saves that failed ----------------------------------------------------------
+
+    def save_failed(self, slot: Slot, token: Token, exc: Exception) -> None:
+        """Keep a rotated pair that could not be saved, serve it, and retry the save."""
+        self._manager._counters.saves_failed += 1
+        slot.unsaved = token
+        self._manager._emit(
+            EventKind.PERSISTENCE_FAILED, slot, error=describe(exc, secrets_of(token)), attempt=1
+        )
+        if not slot.saving and not self._manager._closed:
+            slot.saving = True
+            self._manager._critical.start_soon(self._save_retries, slot)
+
+    async def save_pending(self, slot: Slot) -> bool:
+        """Try once to save the slot's unsaved pair (caller holds the slot lock)."""
+        token = slot.unsaved
+        assert token is not None  # noqa: S101 - only called with a pending pair
+        try:
+            await self._manager._callback.save_tokens(slot.key, token)
+        except Exception as exc:  # noqa: BLE001 - reported, retried later
+            self._manager._counters.saves_failed += 1
+            self._manager._emit(
+                EventKind.PERSISTENCE_FAILED, slot, error=describe(exc, secrets_of(token))
+            )
+            return False
+        if slot.unsaved is token:
+            slot.unsaved = None
+        self._manager._emit(EventKind.PERSISTENCE_RECOVERED, slot)
+        return True
+
+    async def _save_retries(self, slot: Slot) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            self._manager._critical_scopes.add(scope)
+            try:
+                attempt = 0
+                while slot.unsaved is not None:
+                    attempt += 1
+                    await trio.sleep(
+                        _schedule.backoff(
+                            attempt, self._manager._policy, rand=self._manager._rng.random()
+                        )
+                    )
+                    async with slot.lock:
+                        if slot.unsaved is not None:
+                            await self.save_pending(slot)
+            finally:
+                self._manager._critical_scopes.discard(scope)
+                slot.saving = False
+
+
+def secrets_of(token: Token | None) -> tuple[str | None, ...]:
+    """The secrets of ``token``, to scrub from any text we report."""
+    return () if token is None else (token.access_token, token.refresh_token)
+
+
+def _secrets(slot: Slot | None) -> tuple[str | None, ...]:
+    if slot is None:
+        return ()
+    return secrets_of(slot.token) + secrets_of(slot.unsaved)
+
+
+async def _aexit(cm: Any, exc: BaseException | None) -> None:
+    if exc is None:
+        await cm.__aexit__(None, None, None)
+    else:
+        await cm.__aexit__(type(exc), exc, exc.__traceback__)
