@@ -14,6 +14,11 @@ _SUFFIX: Final = ".myshopify.com"
 # Shopify's rule for the shop name: alphanumerics and hyphens, not starting
 # with a hyphen; a DNS label, so at most 63 characters.
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_USER_ID = re.compile(r"[1-9][0-9]{0,19}")
+
+
+def _printable_id(subject: str) -> bool:
+    return bool(subject) and subject.isprintable() and not any(c.isspace() for c in subject)
 
 
 class TokenKind(enum.Enum):
@@ -41,7 +46,8 @@ def normalize_shop(shop: str) -> str:
     if not isinstance(shop, str):
         msg = f"shop must be a str, not {type(shop).__name__}"
         raise InvalidShopDomain(msg)
-    lowered = shop.lower()
+    # ASCII first: str.lower() maps lookalikes such as the Kelvin sign to "k".
+    lowered = shop.lower() if shop.isascii() else ""
     name = lowered.removesuffix(_SUFFIX) if lowered.endswith(_SUFFIX) else lowered
     if not _NAME.fullmatch(name):
         # Show a bounded, printable excerpt: the input is untrusted.
@@ -70,9 +76,18 @@ class TokenKey:
     subject: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if (self.kind is TokenKind.OFFLINE) != (self.subject is None):
-            need = "needs a" if self.subject is None else "takes no"
+        subject = self.subject
+        if (self.kind is TokenKind.OFFLINE) != (subject is None):
+            need = "needs a" if subject is None else "takes no"
             msg = f"a {self.kind.value} key {need} subject"
+            raise ValueError(msg)
+        # Keep str(key) parseable: user ids are positive decimal numbers,
+        # customer ids printable without whitespace.
+        if self.kind is TokenKind.ONLINE and not _USER_ID.fullmatch(str(subject)):
+            msg = f"an online key's subject must be a positive user id, not {subject!r:.40}"
+            raise ValueError(msg)
+        if self.kind is TokenKind.CUSTOMER and not _printable_id(str(subject)):
+            msg = f"a customer key's subject must be a printable id, not {subject!r:.40}"
             raise ValueError(msg)
 
     @classmethod
@@ -102,8 +117,8 @@ class TokenKey:
             ValueError: ``customer_id`` is empty or has whitespace.
         """
         subject = str(customer_id)
-        if not subject or any(c.isspace() for c in subject) or not subject.isprintable():
-            msg = f"customer_id must be a non-empty printable id, not {customer_id!r}"
+        if not _printable_id(subject):
+            msg = f"customer_id must be a non-empty printable id, not {customer_id!r:.80}"
             raise ValueError(msg)
         return cls(shop, TokenKind.CUSTOMER, subject)
 

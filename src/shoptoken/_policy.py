@@ -89,6 +89,9 @@ class RefreshPolicy:
         if self.retry_jitter > 1:
             msg = "RefreshPolicy.retry_jitter is a fraction in [0, 1]"
             raise ValueError(msg)
+        if self.retry_multiplier < 1:
+            msg = "RefreshPolicy.retry_multiplier must be >= 1 (delays do not shrink)"
+            raise ValueError(msg)
         if self.retry_max < self.retry_initial:
             msg = "RefreshPolicy.retry_max must be >= retry_initial"
             raise ValueError(msg)

@@ -43,7 +43,8 @@ def jitter_offset(key: TokenKey, jitter: float) -> float:
     if jitter <= 0:
         return 0.0
     digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 * jitter
+    # 53 bits fit a float exactly, so the fraction stays strictly below 1.
+    return (int.from_bytes(digest, "big") >> 11) / 2.0**53 * jitter
 
 
 def _epoch(moment: datetime) -> float:
@@ -123,13 +124,15 @@ def backoff(
     if attempt < 1:
         msg = "attempt counts from 1"
         raise ValueError(msg)
-    # Grow step by step: multiplier ** attempt overflows a float in long outages.
-    base = policy.retry_initial
-    for _ in range(min(attempt - 1, 64)):
-        base *= policy.retry_multiplier
-        if base >= policy.retry_max:
-            break
-    base = min(base, policy.retry_max)
+    initial, growth, cap = policy.retry_initial, policy.retry_multiplier, policy.retry_max
+    if growth <= 1 or initial >= cap:
+        base = min(initial, cap)
+    # Past this many steps the cap is reached; stopping there also keeps
+    # growth ** steps from overflowing a float in a long outage.
+    elif attempt - 1 >= math.log(cap / initial) / math.log(growth):
+        base = cap
+    else:
+        base = min(cap, initial * growth ** (attempt - 1))
     delay = base * (1.0 - policy.retry_jitter * rand)
     if retry_after is not None and math.isfinite(retry_after):
         delay = max(delay, retry_after)

@@ -101,11 +101,14 @@ def _seconds(data: Mapping[str, Any], name: str) -> float | None:
             msg = f"{name} is not a number of seconds"
             raise TokenResponseError(msg)
         value = int(digits)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         msg = f"{name} is not a number of seconds"
         raise TokenResponseError(msg)
-    if value <= 0 or value > _MAX_LIFETIME:
-        msg = f"{name}={value} is outside (0, {_MAX_LIFETIME:.0f}]"
+    # Compare before any float conversion: a JSON integer may exceed a float.
+    finite = isinstance(value, int) or math.isfinite(value)
+    if not finite or value <= 0 or value > _MAX_LIFETIME:
+        # No value in the message: str() of a huge int raises by itself.
+        msg = f"{name} is outside (0, {_MAX_LIFETIME:.0f}] seconds"
         raise TokenResponseError(msg)
     return float(value)
 

@@ -74,16 +74,24 @@ class MemoryStore:
             LockTimeout: Not granted within ``timeout`` seconds.
         """
         lock = self._locks.setdefault(key, trio.Lock())
-        with trio.move_on_after(timeout) as scope:
-            await lock.acquire()
-        if scope.cancelled_caught:
-            raise LockTimeout(f"lock on {key} not granted within {timeout} s", key=key)
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            with trio.move_on_after(timeout) as scope:
+                await lock.acquire()
+            if scope.cancelled_caught:
+                raise LockTimeout(
+                    f"lock on {key} not granted within {timeout} s", key=key
+                ) from None
+        else:
+            await trio.lowlevel.checkpoint()
         try:
             yield _MemoryLocked(self, key, self._tokens.get(key))
         finally:
             lock.release()
-            if not lock.statistics().tasks_waiting:
-                # Do not keep a Lock per key forever.
+            # Do not keep a Lock per key forever, but only drop one nobody
+            # holds: release() hands a contended lock straight to a waiter.
+            if not lock.locked() and not lock.statistics().tasks_waiting:
                 self._locks.pop(key, None)
 
     def __len__(self) -> int:
