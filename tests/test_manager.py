@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -14,6 +16,7 @@ import trio.testing
 
 from shoptoken import (
     EventKind,
+    LockTimeout,
     MemoryStore,
     NoToken,
     PersistenceError,
@@ -24,6 +27,7 @@ from shoptoken import (
     TokenCallback,
     TokenEvent,
     TokenKey,
+    TokenKind,
     TokenManager,
     open_token_manager,
 )
@@ -696,3 +700,131 @@ async def test_statistics_is_a_frozen_snapshot(
         assert before.refreshes_succeeded == 0
         with pytest.raises(AttributeError):
             before.keys_known = 5  # type: ignore[misc]
+
+
+# -- routing, misuse, ordering ---------------------------------------------------
+
+
+@attrs.define
+class CountingRefresher:
+    """A refresher for customer keys: new pair each time, counts calls."""
+
+    clock: Clock
+    calls: int = 0
+
+    async def refresh(self, key: TokenKey, token: Token, *, clock: Clock | None = None) -> Token:
+        """Issue the next pair."""
+        self.calls += 1
+        await trio.lowlevel.checkpoint()
+        return Token(
+            access_token=f"cust_access_{self.calls}",
+            refresh_token=f"cust_refresh_{self.calls}",
+            expires_at=at(clock or self.clock, 3600),
+        )
+
+
+async def test_one_manager_routes_refreshes_by_key_kind(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A mapping of kinds to refreshers serves Admin and customer keys side by side."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    customer = TokenKey.customer("my-store", "gid://shopify/Customer/7")
+    await store.save_tokens(customer, expiring(clock, 30))
+    customers = CountingRefresher(clock)
+    async with (
+        endpoint.oauth() as oauth,
+        open_token_manager(
+            {TokenKind.OFFLINE: oauth, TokenKind.CUSTOMER: customers}, store, clock=clock
+        ) as tokens,
+    ):
+        assert (await tokens.valid_token(customer)).access_token == "cust_access_1"
+        await tokens.valid_token(KEY)
+        await trio.sleep(2 * 3600)
+        assert endpoint.refreshes[SHOP] == 2
+        assert customers.calls == 3
+        online = TokenKey.online("my-store", 42)
+        await store.save_tokens(online, expiring(clock, 30))
+        with pytest.raises(RefreshFailed, match="no refresher is configured for online") as info:
+            await tokens.valid_token(online)
+        assert not info.value.transient
+
+
+async def test_misuse_is_refused_before_the_manager_starts() -> None:
+    """A callback or refresher without the needed methods raises TypeError, unwrapped."""
+    with pytest.raises(TypeError, match="not a TokenCallback"):
+        async with open_token_manager(CountingRefresher(time.time), object()):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(TypeError, match="not a Refresher"):
+        async with open_token_manager(object(), MemoryStore()):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(TypeError, match="keyed by TokenKind"):
+        async with open_token_manager({"offline": CountingRefresher(time.time)}, MemoryStore()):  # type: ignore[dict-item]
+            pass
+
+
+async def test_the_new_pair_is_saved_before_any_caller_receives_it(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Callers of an expiring key get the new pair only once save_tokens has returned."""
+    received: list[tuple[float, Token]] = []
+    saved_at: dict[str, float] = {}
+
+    @attrs.define(eq=False)
+    class SlowStore(PlainStore):
+        async def save_tokens(self, key: TokenKey, token: Token) -> None:
+            await trio.sleep(3)
+            await super().save_tokens(key, token)
+            saved_at[token.access_token] = trio.current_time()
+
+    store = SlowStore()
+    await PlainStore.save_tokens(store, KEY, endpoint.install(SHOP))
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        autojump_clock.jump(3600)
+
+        async def call() -> None:
+            token = await tokens.valid_token(KEY)
+            received.append((trio.current_time(), token))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(call)
+    assert len({token for _, token in received}) == 1
+    for when, token in received:
+        assert when >= saved_at[token.access_token]
+
+
+async def test_lock_timeout_reaches_the_caller_and_the_refresher_retries(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """When another holder keeps the store's lock, callers get LockTimeout; later it recovers."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store, lock_timeout=5) as tokens:
+        await tokens.valid_token(KEY)
+        autojump_clock.jump(3600)
+        async with store.locked(KEY, timeout=1):  # another process holds the row
+            before = trio.current_time()
+            with pytest.raises(LockTimeout):
+                await tokens.valid_token(KEY)
+            assert trio.current_time() - before == 5
+        token = await tokens.valid_token(KEY)
+        assert endpoint.is_valid(SHOP, token.access_token)
+
+
+async def test_plain_store_reread_adopts_another_processes_pair(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Without locked(), the refresh still re-reads load_tokens and adopts a newer stored pair."""
+    store = PlainStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        await trio.sleep(3000)  # stale soon; another process refreshes first
+        elsewhere = endpoint.install(SHOP)
+        await store.save_tokens(KEY, elsewhere)
+        await trio.sleep(400)
+        assert await tokens.valid_token(KEY) == elsewhere
+        assert tokens.statistics().refreshes_adopted == 1
+    assert endpoint.refreshes.get(SHOP, 0) == 0

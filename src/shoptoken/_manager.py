@@ -6,7 +6,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from . import _schedule
+from ._callback import TokenCallback
 from ._errors import (
     LockTimeout,
     NoToken,
@@ -22,8 +23,9 @@ from ._errors import (
     RefreshFailed,
 )
 from ._events import Emitter, EventHook, EventKind, TokenEvent, describe
-from ._keys import TokenKey
+from ._keys import TokenKey, TokenKind
 from ._policy import RefreshPolicy
+from ._refresher import as_refresher
 from ._rotation import Rotator, secrets_of
 from ._slot import Counters, Slot, TokenManagerStatistics
 from ._supervisor import Supervisor
@@ -32,7 +34,6 @@ from ._token import Token
 if TYPE_CHECKING:
     import httpx
 
-    from ._callback import TokenCallback
     from ._refresher import Refresher
 
 Save = Callable[[Token], Awaitable[None]]
@@ -398,7 +399,7 @@ def copy_error(error: Exception) -> Exception:
 
 @asynccontextmanager
 async def open_token_manager(
-    refresher: Refresher,
+    refresher: Refresher | Mapping[TokenKind, Refresher],
     callback: TokenCallback,
     *,
     policy: RefreshPolicy | None = None,
@@ -414,16 +415,26 @@ async def open_token_manager(
     in an exception group.
 
     Args:
-        refresher: The OAuth client, e.g. `ShopifyOAuth`.
+        refresher: The OAuth client, e.g. `ShopifyOAuth`; or a mapping from
+            `TokenKind` to clients, to serve several kinds from one manager
+            (``{TokenKind.OFFLINE: shopify, TokenKind.CUSTOMER: customers}``).
         callback: Where tokens are persisted (`TokenCallback`).
         policy: Refresh timing; `RefreshPolicy()` by default.
         clock: Wall clock in epoch seconds; tokens are dated with it.
         hooks: Functions called with every `TokenEvent`.
+
+    Raises:
+        TypeError: ``refresher`` or ``callback`` lacks the methods it needs.
     """
+    # Checked before the nursery opens, so a misuse error is not wrapped.
+    routed = as_refresher(refresher)
+    if not isinstance(callback, TokenCallback):
+        msg = f"{type(callback).__name__} is not a TokenCallback (load_tokens/save_tokens)"
+        raise TypeError(msg)
     body_error: BaseException | None = None
     async with trio.open_nursery() as critical, trio.open_nursery() as background:
         manager = TokenManager(
-            refresher,
+            routed,
             callback,
             policy or RefreshPolicy(),
             clock,

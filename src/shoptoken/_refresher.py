@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+from ._errors import RefreshFailed
+from ._keys import TokenKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,3 +37,52 @@ class Refresher(Protocol):
             RefreshFailed: Anything else; ``transient`` says if a retry may help.
         """
         ...
+
+
+@attrs.frozen
+class KindRouter:
+    """Sends each key's refresh to the refresher for its kind.
+
+    What `open_token_manager` builds from a mapping such as
+    ``{TokenKind.OFFLINE: shopify_oauth, TokenKind.CUSTOMER: customer_oauth}``,
+    so one manager serves Admin and Customer Account tokens side by side.
+    """
+
+    routes: Mapping[TokenKind, Refresher]
+
+    def __attrs_post_init__(self) -> None:
+        for kind, refresher in self.routes.items():
+            if not isinstance(kind, TokenKind):
+                msg = f"refresher routes are keyed by TokenKind, not {kind!r}"
+                raise TypeError(msg)
+            if not callable(getattr(refresher, "refresh", None)):
+                msg = f"the refresher for {kind.value} keys has no refresh() method"
+                raise TypeError(msg)
+
+    async def refresh(
+        self, key: TokenKey, token: Token, *, clock: Callable[[], float] | None = None
+    ) -> Token:
+        """Refresh with the refresher registered for ``key.kind``.
+
+        Raises:
+            RefreshFailed: No refresher is registered for the kind (not transient).
+        """
+        refresher = self.routes.get(key.kind)
+        if refresher is None:
+            raise RefreshFailed(
+                f"no refresher is configured for {key.kind.value} keys ({key})",
+                key=key,
+                error="no_refresher",
+                transient=False,
+            )
+        return await refresher.refresh(key, token, clock=clock)
+
+
+def as_refresher(refresher: Refresher | Mapping[TokenKind, Refresher]) -> Refresher:
+    """Return ``refresher``, or a `KindRouter` over it when it is a mapping."""
+    if isinstance(refresher, Mapping):
+        return KindRouter(dict(refresher))
+    if not callable(getattr(refresher, "refresh", None)):
+        msg = f"{type(refresher).__name__} is not a Refresher (it has no refresh() method)"
+        raise TypeError(msg)
+    return refresher
