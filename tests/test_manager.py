@@ -32,6 +32,7 @@ from shoptoken import (
     open_token_manager,
 )
 from shoptoken._schedule import jitter_offset
+from shoptoken._slot import Slot
 from shoptoken._supervisor import Supervisor
 from shoptoken.testing import FakeShopify
 
@@ -542,16 +543,16 @@ async def test_crashing_refresher_is_restarted_and_others_are_unaffected(
     other = TokenKey.offline("other-store")
     await installed(endpoint, store)
     await installed(endpoint, store, other)
-    real_sleep = Supervisor._sleep_until
+    real_next_wake = Supervisor._next_wake
     crashes = {"left": 2}
 
-    async def buggy(self: Supervisor, slot: object, wall_time: float) -> None:
-        if getattr(slot, "key", None) == KEY and crashes["left"]:
+    def buggy(self: Supervisor, slot: Slot, now: float, retry_at: float | None) -> float | None:
+        if slot.key == KEY and crashes["left"]:
             crashes["left"] -= 1
             raise ZeroDivisionError("bug")
-        await real_sleep(self, slot, wall_time)  # type: ignore[arg-type]
+        return real_next_wake(self, slot, now, retry_at)
 
-    monkeypatch.setattr(Supervisor, "_sleep_until", buggy)
+    monkeypatch.setattr(Supervisor, "_next_wake", buggy)
     events: list[TokenEvent] = []
     async with manager(endpoint, clock, store, events=events) as tokens:
         await tokens.valid_token(KEY)

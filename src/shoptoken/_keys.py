@@ -57,7 +57,8 @@ def normalize_shop(shop: str) -> str:
     return name + _SUFFIX
 
 
-@attrs.frozen
+# cache_hash: keys are hashed on every valid_token call (the hot path's dict lookup).
+@attrs.frozen(cache_hash=True)
 class TokenKey:
     """Identifies one token: the shop, its kind and, for per-user kinds, the subject.
 

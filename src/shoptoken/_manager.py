@@ -97,12 +97,20 @@ class TokenManager:
         return await self._valid_token_slow(key)
 
     async def _valid_token_slow(self, key: TokenKey) -> Token:
-        slot = await self._activate(key, use=True)
+        slot = self._slots.get(key)
+        if slot is None or not slot.loaded or self._closed:
+            slot = await self._activate(key, use=True)
+        else:
+            # Loaded: skip a coroutine level (a herd of callers joins here).
+            self._supervisor.start(slot)
         now = self._clock()
         slot.used = now
         token = self._token_or_raise(slot)
-        state = _schedule.classify(token, now, slot.stale_at, self._policy)
+        state = _schedule.classify_times(
+            now, slot.stale_at, slot.hard_at, slot.dead_at, refreshable=token.refreshable
+        )
         if state in (_schedule.Freshness.FRESH, _schedule.Freshness.NON_EXPIRING):
+            await trio.lowlevel.checkpoint()
             return token
         if state is _schedule.Freshness.DEAD:
             self._mark_dead(slot, "refresh token expired")
@@ -136,7 +144,7 @@ class TokenManager:
         self._check_open()
         while True:
             slot = self._slot_for(key)
-            async with slot.lock:
+            async with slot.locked():
                 if self._slots.get(key) is not slot:
                     continue
                 await self._persist(key, token, functools.partial(self._callback.save_tokens, key))
@@ -154,6 +162,7 @@ class TokenManager:
             PersistenceError: The store failed to load it.
         """
         slot = await self._activate(key, use=False)
+        await trio.lowlevel.checkpoint()
         assert slot.token is not None  # noqa: S101 - _activate guarantees a token
         return slot.token
 
@@ -188,8 +197,7 @@ class TokenManager:
         """
         self._check_open()
         slot = self._slots.get(key)
-        lock = slot.lock if slot is not None else trio.Lock()
-        async with lock:
+        async with slot.locked() if slot is not None else _nothing():
             delete = getattr(self._callback, "delete_tokens", None)
             if delete is not None:
                 try:
@@ -211,7 +219,7 @@ class TokenManager:
         slots = self._slots.values()
         return TokenManagerStatistics(
             keys_known=len(self._slots) + len(self._parked),
-            keys_active=sum(1 for s in slots if s.task is not None),
+            keys_active=sum(1 for s in slots if s.running),
             keys_parked=len(self._parked),
             keys_reauthorization_required=sum(1 for s in slots if s.dead),
             refreshes_in_flight=sum(1 for s in slots if s.flight is not None),
@@ -259,7 +267,7 @@ class TokenManager:
         while True:
             slot = self._slot_for(key)
             if not slot.loaded:
-                async with slot.lock:
+                async with slot.locked():
                     if slot.load_error is not None:
                         # We queued behind a failed load: share its outcome.
                         raise copy_error(slot.load_error)
@@ -268,8 +276,10 @@ class TokenManager:
                     if not slot.loaded:
                         await self._load_into(slot)
             else:
+                # No checkpoint here: every caller reaches one soon after (the
+                # wait for a refresh, or _valid_token_slow's own), and a herd
+                # of callers must not take an extra scheduler pass to join.
                 self._check_open()
-                await trio.lowlevel.checkpoint()
             if use:
                 self._supervisor.start(slot)
             return slot
@@ -326,12 +336,11 @@ class TokenManager:
         """Make ``token`` the slot's current token and reschedule its refresher."""
         slot.token = token
         slot.stale_at = _schedule.refresh_at(token, slot.key, self._policy, obtained_at=obtained_at)
-        hard = (
-            math.inf
-            if token.expires_at is None
-            else token.expires_at.timestamp() - self._policy.skew
-        )
-        slot.fresh_until = -math.inf if slot.dead else min(slot.stale_at, hard)
+        # Epoch floats, computed once per token: the slow path compares these
+        # instead of doing datetime arithmetic per call.
+        slot.hard_at = _schedule.hard_expiry(token, self._policy)
+        slot.dead_at = _schedule.dead_after(token)
+        slot.fresh_until = -math.inf if slot.dead else min(slot.stale_at, slot.hard_at)
         if slot.wake is not None:
             slot.wake.cancel()
 
@@ -354,8 +363,8 @@ class TokenManager:
     def _retire(self, slot: Slot) -> None:
         """Stop everything running for a slot that left ``_slots``."""
         slot.fresh_until = -math.inf
-        if slot.task is not None:
-            slot.task.cancel()
+        if slot.wake is not None:
+            slot.wake.cancel()  # its refresher wakes, sees the slot gone, and ends
 
     def _emit(self, kind: EventKind, slot: Slot, **fields: Any) -> None:
         self._emitter.emit(TokenEvent(kind=kind, key=slot.key, **fields))
@@ -395,6 +404,11 @@ def copy_error(error: Exception) -> Exception:
     clone = copy.copy(error).with_traceback(None)
     clone.__cause__ = error
     return clone
+
+
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
 
 
 @asynccontextmanager

@@ -49,7 +49,8 @@ class Rotator:
                 self._manager._check_open()
                 flight = slot.flight = Flight()
                 self._manager._critical.start_soon(self._fly, slot, flight, reason, replacing)
-            token = await flight.outcome()
+            await flight.done.wait()
+            token = flight.result()
             # A joined refresh may have been decided before our token went bad;
             # if it handed back the very token we must replace, go once more.
             if replacing is None or token.access_token != replacing.access_token:
@@ -84,7 +85,7 @@ class Rotator:
 
     async def _refresh_locked(self, slot: Slot, reason: str, replacing: Token | None) -> Token:
         key = slot.key
-        async with self._manager._limiter, slot.lock:
+        async with self._manager._limiter, slot.locked():
             if self._manager._slots.get(key) is not slot:
                 raise NoToken(f"{key} was forgotten", key=key)
             self._manager._token_or_raise(slot)
@@ -243,7 +244,7 @@ class Rotator:
                             attempt, self._manager._policy, rand=self._manager._rng.random()
                         )
                     )
-                    async with slot.lock:
+                    async with slot.locked():
                         if slot.unsaved is not None:
                             await self.save_pending(slot)
             finally:

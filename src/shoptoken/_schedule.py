@@ -96,12 +96,34 @@ def classify(token: Token, now: float, stale_at: float, policy: RefreshPolicy) -
         stale_at: Its `refresh_at`.
         policy: The policy (for ``skew``).
     """
-    if token.refresh_token_expires_at is not None and now >= _epoch(token.refresh_token_expires_at):
+    hard_at, dead_at = hard_expiry(token, policy), dead_after(token)
+    return classify_times(now, stale_at, hard_at, dead_at, refreshable=token.refreshable)
+
+
+def hard_expiry(token: Token, policy: RefreshPolicy) -> float:
+    """Wall time from which ``token`` is never served: ``expires_at - skew`` (inf if none)."""
+    return math.inf if token.expires_at is None else _epoch(token.expires_at) - policy.skew
+
+
+def dead_after(token: Token) -> float:
+    """Wall time at which the refresh token expires (inf if unknown)."""
+    expires = token.refresh_token_expires_at
+    return math.inf if expires is None else _epoch(expires)
+
+
+def classify_times(
+    now: float, stale_at: float, hard_at: float, dead_at: float, *, refreshable: bool
+) -> Freshness:
+    """`classify` on a token's precomputed times (the manager caches them per key).
+
+    ``hard_at`` is inf only for non-expiring tokens.
+    """
+    if now >= dead_at:
         return Freshness.DEAD
-    if token.expires_at is None:
+    if hard_at == math.inf:
         return Freshness.NON_EXPIRING
-    if now >= _epoch(token.expires_at) - policy.skew:
-        return Freshness.DEAD if token.refresh_token is None else Freshness.EXPIRED
+    if now >= hard_at:
+        return Freshness.EXPIRED if refreshable else Freshness.DEAD
     if now < stale_at:
         return Freshness.FRESH
     return Freshness.STALE

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from ._keys import TokenKey
     from ._token import Token
 
@@ -22,13 +25,12 @@ class Flight:
     token: Token | None = None
     error: Exception | None = None
 
-    async def outcome(self) -> Token:
-        """Wait for the refresh and return its token or raise its error.
+    def result(self) -> Token:
+        """The finished refresh's token, or raise its error.
 
         Each caller gets its own copy of the error (chained to the original),
         so a thousand waiters do not pile tracebacks onto one object.
         """
-        await self.done.wait()
         if self.error is not None:
             raise copy.copy(self.error).with_traceback(None) from self.error
         assert self.token is not None  # noqa: S101 - set whenever error is None
@@ -48,17 +50,35 @@ class Slot:
     token: Token | None = None
     fresh_until: float = -math.inf
     stale_at: float = math.inf
+    hard_at: float = math.inf
+    dead_at: float = math.inf
     used: float = 0.0
     loaded: bool = False
     dead: bool = False
-    lock: trio.Lock = attrs.Factory(trio.Lock)
+    _lock: trio.Lock | None = attrs.field(default=None, init=False)
     flight: Flight | None = None
     load_error: Exception | None = None
     unsaved: Token | None = None
     saving: bool = False
-    task: trio.CancelScope | None = None
+    running: bool = False
     wake: trio.CancelScope | None = None
     crashes: int = 0
+
+    @asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """Hold the key's lock (loads, refreshes, installs, saves).
+
+        The `trio.Lock` exists only while someone holds or waits for it: a
+        fleet of idle keys keeps none (about 300 bytes each).
+        """
+        if self._lock is None:
+            self._lock = trio.Lock()
+        lock = self._lock
+        async with lock:
+            yield
+        # release() hands a contended lock straight to a waiter: keep it then.
+        if self._lock is lock and not lock.locked() and not lock.statistics().tasks_waiting:
+            self._lock = None
 
     def busy(self) -> bool:
         """True while the slot must stay in memory (work or an unsaved pair)."""
@@ -66,8 +86,7 @@ class Slot:
             self.flight is not None
             or self.unsaved is not None
             or self.saving
-            or self.lock.locked()
-            or bool(self.lock.statistics().tasks_waiting)
+            or self._lock is not None
         )
 
 
