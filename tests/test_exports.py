@@ -7,11 +7,14 @@ import shoptoken.stores
 import shoptoken.testing
 
 PUBLIC = [
+    "CustomerAccountEndpoints",
+    "CustomerAccountOAuth",
     "EventHook",
     "EventKind",
     "InvalidCallback",
     "InvalidSessionToken",
     "InvalidShopDomain",
+    "KindRouter",
     "LockTimeout",
     "LockedToken",
     "MemoryStore",
@@ -21,6 +24,7 @@ PUBLIC = [
     "RefreshFailed",
     "RefreshPolicy",
     "Refresher",
+    "SessionTokenClaims",
     "ShopTokenError",
     "ShopifyOAuth",
     "SupportsDelete",
@@ -33,7 +37,9 @@ PUBLIC = [
     "TokenKind",
     "TokenManager",
     "TokenManagerStatistics",
+    "new_pkce",
     "open_token_manager",
+    "pkce_challenge",
 ]
 
 

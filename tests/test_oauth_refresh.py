@@ -11,8 +11,9 @@ import structlog
 
 from shoptoken._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
 from shoptoken._keys import TokenKey
-from shoptoken._oauth import ShopifyOAuth, parse_retry_after
+from shoptoken._oauth import ShopifyOAuth
 from shoptoken._token import ASSUMED_LIFETIME, Token
+from shoptoken._token_endpoint import parse_retry_after
 
 EPOCH = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 CLIENT_ID = "app-client-id"

@@ -1,6 +1,8 @@
 """shoptoken: keeps Shopify OAuth tokens valid inside long-running trio daemons."""
 
 from ._callback import LockedToken, SupportsDelete, SupportsListKeys, SupportsLocked, TokenCallback
+from ._customer import CustomerAccountOAuth
+from ._discovery import CustomerAccountEndpoints
 from ._errors import (
     InvalidCallback,
     InvalidSessionToken,
@@ -16,8 +18,10 @@ from ._events import EventHook, EventKind, TokenEvent
 from ._keys import TokenKey, TokenKind
 from ._manager import TokenManager, open_token_manager
 from ._oauth import ShopifyOAuth
+from ._pkce import new_pkce, pkce_challenge
 from ._policy import RefreshPolicy
-from ._refresher import Refresher
+from ._refresher import KindRouter, Refresher
+from ._session_token import SessionTokenClaims
 from ._slot import TokenManagerStatistics
 from ._token import Token
 from .stores import MemoryStore
@@ -25,11 +29,14 @@ from .stores import MemoryStore
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CustomerAccountEndpoints",
+    "CustomerAccountOAuth",
     "EventHook",
     "EventKind",
     "InvalidCallback",
     "InvalidSessionToken",
     "InvalidShopDomain",
+    "KindRouter",
     "LockTimeout",
     "LockedToken",
     "MemoryStore",
@@ -39,6 +46,7 @@ __all__ = [
     "RefreshFailed",
     "RefreshPolicy",
     "Refresher",
+    "SessionTokenClaims",
     "ShopTokenError",
     "ShopifyOAuth",
     "SupportsDelete",
@@ -51,5 +59,7 @@ __all__ = [
     "TokenKind",
     "TokenManager",
     "TokenManagerStatistics",
+    "new_pkce",
     "open_token_manager",
+    "pkce_challenge",
 ]

@@ -1,65 +1,66 @@
-"""ShopifyOAuth: the Admin API OAuth client.
+"""ShopifyOAuth: the Admin API OAuth client, every grant Shopify offers an app.
 
-Every grant goes through one helper, `ShopifyOAuth._post_token`, which POSTs
-JSON to ``https://{shop}/admin/oauth/access_token`` and maps the answer into
-the exception tree::
+Flows and what each raises (HTTP answers are mapped by `_token_endpoint`,
+whose module docstring draws the default table)::
 
-    answer                                  raised
-    2xx with a usable token body            nothing: the new `Token`
-    2xx with an unusable body               RefreshFailed(error="invalid_response", transient)
-    400 invalid_grant, any 401              ReauthorizationRequired
-    408, 429, 5xx (520 too)                 RefreshFailed(transient=True, retry_after=...)
-    any other status (3xx, 4xx)             RefreshFailed(transient=False)
-    no answer (connect, timeout, protocol)  RefreshFailed(status=None, transient=True)
+    authorization_url / new_state      build the install redirect (no I/O)
+    verify_callback                    InvalidCallback: says which check failed
+    exchange_code                      authorization-code grant
+    verify_session_token               InvalidSessionToken (local, no I/O)
+    exchange_session_token             token exchange for embedded apps
+    migrate_to_expiring                non-expiring offline token -> expiring pair
+    refresh                            refresh grant (the manager's `Refresher`)
 
-An unusable 2xx body is transient because Shopify keeps the previous refresh
-token usable until its replacement is first used: retrying is safe.
+Error choices beyond the default table:
 
-No exception message, repr or log event carries a secret: messages quote only
-Shopify's ``error`` / ``error_description`` fields, truncated, made ASCII-safe,
-and scrubbed of the request's secrets and of anything shaped like a Shopify
-token. Log events are ``debug`` level: the manager reports the outcome.
+- ``exchange_code``: Shopify answers a bad, expired or already used code with
+  400 ``invalid_request`` ("The authorization code was not found or was
+  already used") or ``invalid_grant``. Both raise `ReauthorizationRequired`:
+  the code is spent, and the only way forward is to send the merchant through
+  the authorization flow again. (`InvalidCallback` stays for a query that
+  fails verification; a verified callback whose code Shopify refuses is not
+  a forgery.)
+- ``exchange_session_token``: 400 ``invalid_subject_token`` raises
+  `InvalidSessionToken`: the frontend must fetch a new session token.
+- A 2xx answer that is no usable token raises a transient
+  ``RefreshFailed(error="invalid_response")``; so does a migration answer
+  without a refresh token, and an online exchange without an associated user.
+
+No exception message, repr or log event carries a secret (client secrets,
+codes, session tokens, access and refresh tokens).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Self
 
 import attrs
 import httpx
 import structlog
 
-from ._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
-from ._keys import TokenKind
-from ._token import ASSUMED_LIFETIME, TokenResponseError, parse_token_response
+from ._callback_query import authorize_url, code_grant_error, verify_callback_query
+from ._callback_query import new_state as _new_state
+from ._errors import InvalidCallback, ReauthorizationRequired, RefreshFailed, ShopTokenError
+from ._keys import TokenKey, TokenKind, normalize_shop
+from ._session_token import (
+    ID_TOKEN_TYPE,
+    OFFLINE_TOKEN_TYPE,
+    ONLINE_TOKEN_TYPE,
+    TOKEN_EXCHANGE_GRANT,
+    SessionTokenClaims,
+    decode_session_token,
+    token_exchange_error,
+)
+from ._token import Token
+from ._token_endpoint import TOKEN_TIMEOUT, post_token_request
 
 if TYPE_CHECKING:
-    from ._keys import TokenKey
-    from ._token import Token
+    from collections.abc import Callable, Mapping, Sequence
+
+    from ._token_endpoint import ErrorAnswer
 
 log = structlog.get_logger("shoptoken")
-
-_TIMEOUT: Final = httpx.Timeout(30.0)
-_HEADERS: Final = {"Accept": "application/json"}
-_REDACTED: Final = "[redacted]"
-# How much of Shopify's error text a message quotes.
-_DESCRIPTION_LIMIT: Final = 200
-_CODE_LIMIT: Final = 64
-# Payload fields whose values are secrets, scrubbed from any text we quote.
-_SECRET_FIELDS: Final = ("client_secret", "refresh_token", "subject_token", "code")
-# Answer fields whose values are secrets, should an error body carry them.
-_ANSWER_SECRET_FIELDS: Final = ("access_token", "refresh_token")
-# Shopify's secrets carry a "shp??_" prefix (shpat_, shpua_, shpss_...): mask
-# anything shaped like one even when its value is unknown to us.
-_TOKEN_SHAPED: Final = re.compile(r"shp[a-z]{2}_[A-Za-z0-9_-]+")
-# Retry-After delta-seconds; bounded so a silly value cannot blow up int().
-_DELTA_SECONDS: Final = re.compile(r"\d{1,10}(?:\.\d{1,6})?")
 
 
 def _non_empty_str(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -70,136 +71,15 @@ def _non_empty_str(_instance: object, attribute: attrs.Attribute[str], value: st
         raise ValueError(msg)
 
 
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Read a ``Retry-After`` header as seconds to wait.
-
-    Args:
-        value: The header value: delta-seconds ("120") or an HTTP-date.
-        now: Wall time (epoch seconds) an HTTP-date is measured from.
-
-    Returns:
-        Seconds to wait (0.0 for a date in the past), or None when the header
-        is absent or unparseable.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if _DELTA_SECONDS.fullmatch(text):
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        # RFC 5322 "-0000": the time is UTC, the zone merely unstated.
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def _ascii_safe(char: str) -> str:
-    return char if " " <= char <= "~" else char.encode("unicode_escape").decode("ascii")
-
-
-def _excerpt(text: str, secrets: Iterable[str], *, limit: int) -> str:
-    """Make untrusted text safe to quote: secret-free, ASCII, single-line, bounded."""
-    for secret in secrets:
-        text = text.replace(secret, _REDACTED)
-    text = _TOKEN_SHAPED.sub(_REDACTED, text)
-    shown = "".join(_ascii_safe(char) for char in text[:limit])
-    if len(text) > limit or len(shown) > limit:
-        shown = shown[:limit] + "..."
-    return shown
-
-
-def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, list[str]]:
-    """Shopify's ``error`` and ``error_description`` and any tokens in an error body."""
-    try:
-        data = response.json()
-    except (ValueError, RecursionError):
-        # HTML error pages, truncated bodies, bad encodings: no fields.
-        return None, None, []
-    if not isinstance(data, Mapping):
-        return None, None, []
-    tokens = [data[name] for name in _ANSWER_SECRET_FIELDS if isinstance(data.get(name), str)]
-    error = data.get("error")
-    description = data.get("error_description")
-    if description is None:
-        # The Admin API's own style: {"errors": "[API] Invalid API key ..."}.
-        description = data.get("errors")
-    return (
-        error if isinstance(error, str) and error else None,
-        description if isinstance(description, str) and description else None,
-        [token for token in tokens if token],
-    )
-
-
-def _is_transient(status: int) -> bool:
-    return (
-        status in (HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS)
-        or status >= HTTPStatus.INTERNAL_SERVER_ERROR
-    )
-
-
-def _status_error(
-    *,
-    key: TokenKey | None,
-    where: str,
-    action: str,
-    status: int,
-    error: str | None,
-    description: str | None,
-    retry_after: float | None,
-) -> ShopTokenError:
-    """Map a non-2xx answer (its fields already made safe) to an exception."""
-    detail = f"HTTP {status}"
-    if error:
-        detail += f" {error}"
-    if description:
-        detail += f": {description}"
-    if status == HTTPStatus.UNAUTHORIZED or (
-        status == HTTPStatus.BAD_REQUEST and error == "invalid_grant"
-    ):
-        msg = f"{where}: {action} rejected ({detail}); the merchant must authorize the app again"
-        return ReauthorizationRequired(msg, key=key)
-    transient = _is_transient(status)
-    msg = f"{where}: {action} failed ({detail})"
-    if transient:
-        msg += "; transient" if retry_after is None else f"; retry after {retry_after:g} s"
-    return RefreshFailed(
-        msg,
-        key=key,
-        status=status,
-        error=error,
-        error_description=description,
-        retry_after=retry_after if transient else None,
-        transient=transient,
-    )
-
-
-def _keep_refresh_token(new: Token, old: Token, *, sent_at: float) -> Token:
-    """Carry the old refresh token over when a refresh answer brought none.
-
-    RFC 6749 section 6: the server *may* issue a new refresh token; when it
-    does not, the old one stays in force. Dropping it would strand the shop
-    at the next expiry, so keep it and keep the token expiring.
-    """
-    if new.refresh_token is not None or old.refresh_token is None:
-        return new
-    log.warning("shoptoken.oauth.refresh_token_kept")
-    expires_at = new.expires_at
-    if expires_at is None:
-        expires_at = datetime.fromtimestamp(sent_at, UTC) + timedelta(seconds=ASSUMED_LIFETIME)
-    return attrs.evolve(
-        new,
-        refresh_token=old.refresh_token,
-        refresh_token_expires_at=old.refresh_token_expires_at,
-        expires_at=expires_at,
-    )
+def _invalid_response(where: str, action: str, reason: str, key: TokenKey | None) -> RefreshFailed:
+    log.debug("shoptoken.oauth.invalid_response", key=where, reason=reason)
+    msg = f"{where}: {action} got an unusable answer ({reason}); transient"
+    return RefreshFailed(msg, key=key, error="invalid_response", transient=True)
 
 
 @attrs.define(eq=False)
 class ShopifyOAuth:
-    """OAuth client for Shopify's Admin API; refreshes expiring offline tokens.
+    """OAuth client for Shopify's Admin API: install, token exchange, migration, refresh.
 
     A `Refresher` for the token manager. Use it as an async context manager
     (or call `aclose`) to close the HTTP client it created for itself.
@@ -209,10 +89,12 @@ class ShopifyOAuth:
         client_secret: The app's client secret. Never shown in a repr.
         http: The HTTP client to use; when None one is created on first use
             (30 s timeout) and owned, that is closed by `aclose`.
-        old_client_secret: The previous secret during a secret rotation.
+        old_client_secret: The previous secret during a secret rotation:
+            callbacks and session tokens signed with it are still accepted.
         expiring: Ask for expiring tokens in grants that take the option.
-        clock: Wall clock (epoch seconds) that dates new tokens, unless a
-            call passes its own.
+        clock: Wall clock (epoch seconds) that dates new tokens and checks
+            callback timestamps and session token lifetimes, unless a call
+            passes its own.
 
     Raises:
         ValueError: ``client_id`` or a secret is empty or not a str.
@@ -244,6 +126,241 @@ class ShopifyOAuth:
         if self._owns_http and self._http is not None:
             http, self._http = self._http, None
             await http.aclose()
+
+    # -- install: authorization code grant -------------------------------------------
+
+    @staticmethod
+    def new_state() -> str:
+        """A fresh, unguessable ``state`` nonce (256 random bits, URL-safe).
+
+        Keep it with the user's session (a signed cookie, say), pass it to
+        `authorization_url`, and check it with `verify_callback`.
+        """
+        return _new_state()
+
+    def authorization_url(
+        self,
+        shop: str,
+        scopes: str | Sequence[str],
+        redirect_uri: str,
+        *,
+        state: str,
+        online: bool = False,
+    ) -> str:
+        """The URL to redirect a merchant to, to install or re-authorize the app.
+
+        Args:
+            shop: The shop ("my-store" or "my-store.myshopify.com").
+            scopes: Scopes to request: a sequence or a comma-separated str.
+            redirect_uri: Where Shopify sends the merchant back (must be
+                listed in the app's configuration).
+            state: A nonce from `new_state`, kept with the user's session and
+                checked by `verify_callback`.
+            online: Ask for an online (per-user) token (``grant_options[]=per-user``).
+
+        Returns:
+            ``https://{shop}/admin/oauth/authorize?client_id=...&scope=...``.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+            ValueError: No scopes, or an empty ``redirect_uri`` or ``state``.
+        """
+        return authorize_url(shop, self.client_id, scopes, redirect_uri, state=state, online=online)
+
+    def verify_callback(
+        self, query: Mapping[str, str], *, state: str | None = None
+    ) -> dict[str, str]:
+        """Verify the query of a redirect from Shopify (the OAuth callback, the launch URL).
+
+        Checks the HMAC (constant time; the old secret too during a rotation),
+        that ``timestamp`` is at most 5 minutes old and 90 s ahead of the clock,
+        the ``shop`` domain, and ``state`` when given (constant time). See
+        `shoptoken._callback_query` for the exact rules.
+
+        Args:
+            query: The decoded query parameters, one str per key.
+            state: The nonce issued with `authorization_url` for this user;
+                None skips the check (the launch URL carries none).
+
+        Returns:
+            The verified parameters without ``hmac``; ``shop`` normalized.
+
+        Raises:
+            InvalidCallback: A check failed; the message says which one.
+        """
+        return verify_callback_query(
+            query, secrets=self._secret_list(), now=self._clock(), state=state
+        )
+
+    async def exchange_code(
+        self, shop: str, code: str, *, clock: Callable[[], float] | None = None
+    ) -> Token:
+        """Exchange a verified callback's authorization code for a token.
+
+        Call `verify_callback` first. An online token (``online=True`` in
+        `authorization_url`) has ``associated_user_id`` set: store it under
+        ``TokenKey.online(shop, token.associated_user_id)``, else under
+        ``TokenKey.offline(shop)``.
+
+        Args:
+            shop: The shop of the verified callback.
+            code: Its ``code`` parameter; single use, short-lived.
+            clock: Wall clock dating the token, read just before sending.
+
+        Returns:
+            The token; expiring (with a refresh token) when ``expiring`` is set.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain (no HTTP call).
+            InvalidCallback: ``code`` is empty or not a str (no HTTP call).
+            ReauthorizationRequired: Shopify refused the code (bad, expired or
+                already used), or answered 401.
+            RefreshFailed: Any other failure; ``transient`` says if a retry may help.
+            RuntimeError: The client was closed.
+        """
+        host = normalize_shop(shop)
+        if not isinstance(code, str) or not code:
+            msg = f"{host}: the callback carries no authorization code"
+            raise InvalidCallback(msg)
+        payload = {"client_id": self.client_id, "client_secret": self._client_secret, "code": code}
+        if self.expiring:
+            payload["expiring"] = "1"
+        return await self._post(
+            host, payload, key=None, action="code exchange", clock=clock, map_error=code_grant_error
+        )
+
+    # -- embedded apps: session tokens and token exchange ------------------------------
+
+    def verify_session_token(self, session_token: str) -> SessionTokenClaims:
+        """Verify an App Bridge session token (HS256, ``aud``, 10 s leeway) locally.
+
+        Args:
+            session_token: The JWT from the ``Authorization: Bearer`` header.
+
+        Returns:
+            Its verified claims; ``shop`` is the normalized shop domain.
+
+        Raises:
+            InvalidSessionToken: The token failed a check; fetch a new one.
+        """
+        return decode_session_token(
+            session_token, client_id=self.client_id, secrets=self._secret_list(), now=self._clock()
+        )
+
+    async def exchange_session_token(
+        self, session_token: str, *, online: bool, clock: Callable[[], float] | None = None
+    ) -> tuple[TokenKey, Token]:
+        """Exchange a session token for an offline or online access token.
+
+        The session token is verified locally first: a bad one costs no HTTP call.
+
+        Args:
+            session_token: The JWT from the ``Authorization: Bearer`` header.
+            online: Ask for the staff user's online token instead of the
+                shop's offline token.
+            clock: Wall clock dating the token, read just before sending.
+
+        Returns:
+            ``(TokenKey.offline(shop), token)`` or
+            ``(TokenKey.online(shop, user_id), token)``, the user being the
+            answer's ``associated_user``.
+
+        Raises:
+            InvalidSessionToken: The session token failed verification, or
+                Shopify answered 400 ``invalid_subject_token``.
+            ReauthorizationRequired: 400 ``invalid_grant`` or 401.
+            RefreshFailed: Any other failure; ``transient`` says if a retry may help.
+            RuntimeError: The client was closed.
+        """
+        claims = self.verify_session_token(session_token)
+        key = None if online else TokenKey.offline(claims.shop)
+        payload = {
+            "client_id": self.client_id,
+            "client_secret": self._client_secret,
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": session_token,
+            "subject_token_type": ID_TOKEN_TYPE,
+            "requested_token_type": ONLINE_TOKEN_TYPE if online else OFFLINE_TOKEN_TYPE,
+        }
+        if self.expiring:
+            payload["expiring"] = "1"
+        action = f"{'online' if online else 'offline'} token exchange"
+        token = await self._post(
+            claims.shop,
+            payload,
+            key=key,
+            action=action,
+            clock=clock,
+            map_error=token_exchange_error,
+        )
+        if key is not None:
+            return key, token
+        user_id = token.associated_user_id
+        if user_id is None or user_id <= 0:
+            raise _invalid_response(claims.shop, action, "no associated_user", None)
+        return TokenKey.online(claims.shop, user_id), token
+
+    # -- migration and refresh -----------------------------------------------------------
+
+    async def migrate_to_expiring(
+        self,
+        shop: str,
+        non_expiring_token: str | Token,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> Token:
+        """Swap a non-expiring offline token for an expiring pair (token exchange).
+
+        From 2027-01-01 Shopify rejects non-expiring offline tokens of public
+        apps: migrate every stored one before then. The old token stops
+        working for Admin API calls once migrated, so save the new pair
+        (``await tokens.put_token(TokenKey.offline(shop), token)``) at once.
+        Shopify answers a retry with the same original token with the same
+        pair for up to seven days (until the pair is first refreshed), so a
+        lost answer is recovered by calling this again.
+
+        Args:
+            shop: The shop the token belongs to.
+            non_expiring_token: The offline access token, or its `Token`.
+            clock: Wall clock dating the token, read just before sending.
+
+        Returns:
+            The expiring token with its refresh token.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain (no HTTP call).
+            ValueError: The token is empty or already has a refresh token.
+            ReauthorizationRequired: 400 ``invalid_grant`` or 401 (the old
+                token is revoked: the merchant must authorize again).
+            RefreshFailed: Any other failure, or an answer without a refresh
+                token; ``transient`` says if a retry may help.
+            RuntimeError: The client was closed.
+        """
+        key = TokenKey.offline(shop)
+        if isinstance(non_expiring_token, Token):
+            if non_expiring_token.refresh_token is not None:
+                msg = f"{key}: the token already expires; refresh it instead"
+                raise ValueError(msg)
+            subject = non_expiring_token.access_token
+        else:
+            subject = non_expiring_token
+        if not isinstance(subject, str) or not subject:
+            msg = "non_expiring_token must be a non-empty str or a Token"
+            raise ValueError(msg)
+        payload = {
+            "client_id": self.client_id,
+            "client_secret": self._client_secret,
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": subject,
+            "subject_token_type": OFFLINE_TOKEN_TYPE,
+            "requested_token_type": OFFLINE_TOKEN_TYPE,
+            "expiring": "1",
+        }
+        action = "migration to expiring tokens"
+        token = await self._post(key.shop, payload, key=key, action=action, clock=clock)
+        if token.refresh_token is None or token.expires_at is None:
+            raise _invalid_response(str(key), action, "no expiring token in the answer", key)
+        return token
 
     async def refresh(
         self, key: TokenKey, token: Token, *, clock: Callable[[], float] | None = None
@@ -285,116 +402,46 @@ class ShopifyOAuth:
             "grant_type": "refresh_token",
             "refresh_token": token.refresh_token,
         }
-        return await self._post_token(
-            key.shop,
-            payload,
-            key=key,
-            action="token refresh",
-            clock=clock or self._clock,
-            previous=token,
+        return await self._post(
+            key.shop, payload, key=key, action="token refresh", clock=clock, previous=token
         )
+
+    # -- machinery -----------------------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
         if self._closed:
             msg = "this ShopifyOAuth is closed"
             raise RuntimeError(msg)
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=_TIMEOUT)
+            self._http = httpx.AsyncClient(timeout=TOKEN_TIMEOUT)
         return self._http
 
-    def _secrets(self, payload: Mapping[str, str]) -> tuple[str, ...]:
-        values = [payload.get(name) for name in _SECRET_FIELDS]
-        values += [self._client_secret, self._old_client_secret]
-        return tuple(value for value in values if value)
+    def _secret_list(self) -> tuple[str, ...]:
+        if self._old_client_secret is None:
+            return (self._client_secret,)
+        return (self._client_secret, self._old_client_secret)
 
-    async def _post_token(
+    async def _post(
         self,
         shop: str,
         payload: Mapping[str, str],
         *,
         key: TokenKey | None,
         action: str,
-        clock: Callable[[], float],
+        clock: Callable[[], float] | None,
+        map_error: Callable[[ErrorAnswer], ShopTokenError | None] | None = None,
         previous: Token | None = None,
     ) -> Token:
-        """POST a grant to the shop's token endpoint and parse the answer.
-
-        Args:
-            shop: The normalized shop domain.
-            payload: The grant's JSON body (secrets included).
-            key: The key the errors concern, when known.
-            action: What the grant is, for messages ("token refresh").
-            clock: Wall clock read once, just before sending, to date the token.
-            previous: The token being refreshed; its refresh token stays in
-                force if the answer brings none.
-
-        Returns:
-            The new token.
-
-        Raises:
-            ReauthorizationRequired: 400 ``invalid_grant`` or 401.
-            RefreshFailed: Any other failure (see the module docstring).
-            RuntimeError: The client was closed.
-        """
-        client = self._client()
-        secrets = self._secrets(payload)
-        where = str(key) if key is not None else shop
-        sent_at = clock()
-        try:
-            response = await client.post(
-                f"https://{shop}/admin/oauth/access_token", json=dict(payload), headers=_HEADERS
-            )
-        except httpx.RequestError as exc:
-            # Only the type is quoted: transport messages may hold response bytes.
-            error_type = type(exc).__name__
-            log.debug("shoptoken.oauth.transport_error", key=where, error_type=error_type)
-            msg = f"{where}: {action} got no usable answer ({error_type})"
-            raise RefreshFailed(msg, key=key, status=None, transient=True) from exc
-
-        status = response.status_code
-        if not response.is_success:
-            raw_error, raw_description, tokens = _error_fields(response)
-            secrets = (*secrets, *tokens)
-            error = None if raw_error is None else _excerpt(raw_error, secrets, limit=_CODE_LIMIT)
-            description = (
-                None
-                if raw_description is None
-                else _excerpt(raw_description, secrets, limit=_DESCRIPTION_LIMIT)
-            )
-            retry_after = None
-            if _is_transient(status):
-                retry_after = parse_retry_after(response.headers.get("Retry-After"), now=clock())
-            log.debug(
-                "shoptoken.oauth.http_error",
-                key=where,
-                status=status,
-                error=error,
-                error_description=description,
-                retry_after=retry_after,
-            )
-            raise _status_error(
-                key=key,
-                where=where,
-                action=action,
-                status=status,
-                error=error,
-                description=description,
-                retry_after=retry_after,
-            )
-
-        try:
-            token = parse_token_response(response.json(), sent_at=sent_at)
-        except TokenResponseError as exc:
-            # Our own message, which never echoes a secret; scrubbed anyway.
-            reason = _excerpt(str(exc), secrets, limit=_DESCRIPTION_LIMIT)
-        except (ValueError, RecursionError, OverflowError):
-            # Not JSON (HTML, truncated, bad encoding), or values Python cannot
-            # even convert; the exception text may quote the body, so drop it.
-            reason = "body is not usable token JSON"
-        else:
-            if previous is not None:
-                token = _keep_refresh_token(token, previous, sent_at=sent_at)
-            return token
-        log.debug("shoptoken.oauth.invalid_response", key=where, status=status, reason=reason)
-        msg = f"{where}: {action} got an unusable HTTP {status} answer ({reason}); transient"
-        raise RefreshFailed(msg, key=key, status=status, error="invalid_response", transient=True)
+        """POST a grant to the shop's token endpoint (see `post_token_request`)."""
+        return await post_token_request(
+            self._client(),
+            f"https://{shop}/admin/oauth/access_token",
+            payload,
+            secrets=self._secret_list(),
+            key=key,
+            where=str(key) if key is not None else shop,
+            action=action,
+            clock=clock or self._clock,
+            map_error=map_error,
+            previous=previous,
+        )
