@@ -1,6 +1,29 @@
-"""Helpers for testing apps that use shoptoken (and shoptoken itself)."""
+"""Helpers for testing apps that use shoptoken (and shoptoken itself).
+
+`FakeShopify` emulates Shopify's OAuth endpoints (authorization code, refresh,
+token exchange, migration, the Customer Account API) and a small Admin API,
+with injectable faults, reached in process or over loopback HTTP
+(`serve_loopback`). `trio_wall_clock` drives its clock from trio's.
+"""
 
 from ._clock import EPOCH, trio_wall_clock
 from ._fake_shopify import FakeShopify
+from ._faults import Endpoint, Fault, FaultKind, FaultPlan
+from ._loopback import LoopbackServer, serve_loopback
+from ._routing import ForeignHostError, LoopbackTransport
+from ._stats import ShopStatistics
 
-__all__ = ["EPOCH", "FakeShopify", "trio_wall_clock"]
+__all__ = [
+    "EPOCH",
+    "Endpoint",
+    "FakeShopify",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "ForeignHostError",
+    "LoopbackServer",
+    "LoopbackTransport",
+    "ShopStatistics",
+    "serve_loopback",
+    "trio_wall_clock",
+]

@@ -1,28 +1,29 @@
-"""FakeShopify: Shopify's token endpoint, in process, for tests and the demo.
+"""FakeShopify: Shopify's OAuth endpoints (and a little Admin API), for tests and demos.
 
-What it emulates today (the rest of the OAuth surface comes with the OAuth
-issue): the refresh grant on ``POST https://{shop}/admin/oauth/access_token``
-with Shopify's rules --
+What it answers (see `_admin` and `_customer_accounts` for the rules)::
 
-- both tokens rotate on every refresh; access tokens live ``access_lifetime``
-  (3600 s), refresh tokens ``refresh_lifetime`` (90 days);
-- one active pair per shop: a new pair revokes every older access token;
-- the previous refresh token stays usable until its replacement is first
-  used (Shopify's recovery window, capped at 30 days); any other refresh
-  token answers 400 ``invalid_grant`` and is counted in ``rejected``;
-- wrong client credentials answer 401 ``invalid_client``;
-- ``fail_next`` scripts faults: an HTTP status (429 carries ``Retry-After``)
-  or an exception raised as a network failure.
+    POST https://{shop}/admin/oauth/access_token           Endpoint.ADMIN_TOKEN
+         authorization code, refresh, token exchange (session token), migration
+    GET|POST https://{shop}/admin/api/{v}/shop.json|graphql.json   Endpoint.ADMIN_API
+    GET  https://{shop}/.well-known/openid-configuration   Endpoint.DISCOVERY
+    POST https://shopify.com/authentication/{id}/oauth/token       Endpoint.CUSTOMER_TOKEN
+    POST https://{shop}/customer/api/{v}/graphql           Endpoint.CUSTOMER_API
+
+Any other path is 404; any other host, or a non-https URL, raises
+`ForeignHostError`. Bodies of the Admin token endpoint may be JSON or
+form-encoded, as Shopify accepts both; the customer token endpoint takes
+forms only. Time is the injected ``clock`` (epoch seconds); latency and
+spikes sleep on trio's clock. Reach it in process (`transport`,
+`http_client`, `oauth`) or over loopback HTTP (`serve_loopback`).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
+import inspect
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import httpx
@@ -31,58 +32,98 @@ import trio
 from .._keys import normalize_shop
 from .._oauth import ShopifyOAuth
 from .._token import Token
+from ._admin import AdminAuthority
+from ._admin import _Pair as _Pair  # noqa: PLC0414 - re-exported for subclasses overriding _issue
+from ._answer import Answer, to_response
+from ._callback import admin_host, signed_query
+from ._customer_accounts import CustomerAccounts
+from ._faults import TOKEN_ENDPOINTS, Endpoint, Fault, FaultKind, FaultPlan, FaultSource, as_fault
+from ._routes import route_request
+from ._routing import check_shopify_url
+from ._session import mint_session_token
+from ._stats import Counters, ShopStatistics
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-RECOVERY_WINDOW: Final = 30 * 86400.0
+    from .._customer import CustomerAccountOAuth
+    from ._asgi import ASGIApp
 
 
-@attrs.define
-class _Pair:
-    access: str = attrs.field(repr=False)
-    refresh: str = attrs.field(repr=False)
-    expires_at: float
-    refresh_expires_at: float
-    previous_refresh: str | None = attrs.field(default=None, repr=False)
-    previous_until: float = 0.0
+class SupportsCodeGrant(Protocol):
+    """What `FakeShopify.authorize` needs of an OAuth client (`ShopifyOAuth` has it)."""
+
+    def verify_callback(
+        self, query: Mapping[str, str], *, state: str | None = None
+    ) -> Mapping[str, str] | Awaitable[Mapping[str, str]]: ...
+
+    async def exchange_code(self, shop: str, code: str) -> Token: ...
 
 
 @attrs.define(eq=False)
 class FakeShopify:
-    """An emulator of Shopify's refresh grant, reached through `transport` or `oauth`.
+    """A faithful emulator of Shopify's OAuth endpoints, with faults on demand.
 
     Attributes:
         clock: Wall clock (epoch s); use `trio_wall_clock` under a mock clock.
-        access_lifetime: ``expires_in`` of access tokens.
-        refresh_lifetime: ``refresh_token_expires_in`` of refresh tokens.
-        latency: Seconds each request takes (trio time).
-        refreshes: Successful refreshes per shop.
-        recovered: Refreshes that presented the previous refresh token (the
-            recovery window): a client that persists before use needs none.
-        rejected: Refresh requests refused with ``invalid_grant``.
+        client_id: The app's client id (API key).
+        client_secret: The app's secret: checks grants, signs callbacks and
+            session tokens (at least 32 bytes, as Shopify's are).
+        access_lifetime: ``expires_in`` of expiring offline access tokens.
+        refresh_lifetime: ``refresh_token_expires_in`` of their refresh tokens.
+        online_lifetime: ``expires_in`` of online tokens.
+        code_lifetime: How long an authorization code can be exchanged.
+        non_expiring_until: Wall time from which non-expiring offline tokens
+            stop working (Shopify: 2027-01-01 for public apps); None: never.
+        customer_client_id: The Customer Account API client id.
+        customer_client_secret: Its secret (confidential clients).
+        customer_access_lifetime: ``expires_in`` of customer access tokens.
+        customer_refresh_lifetime: How long customer refresh tokens work.
+        latency: Seconds (trio time) every request takes.
+        faults: Faults injected at a rate (`FaultPlan`), after scripted ones.
         requests: Every request received.
     """
 
     clock: Callable[[], float] = time.time
     client_id: str = "shoptoken-fake-client"
-    client_secret: str = attrs.field(default="shpss_fake_client_secret", repr=False)
+    client_secret: str = attrs.field(default="shpss_fake0client0secret0of0the0app0000", repr=False)
     access_lifetime: float = 3600.0
     refresh_lifetime: float = 90 * 86400.0
+    online_lifetime: float = 86399.0
+    code_lifetime: float = 600.0
+    non_expiring_until: float | None = None
+    customer_client_id: str = "shp_fake-customer-client"
+    customer_client_secret: str | None = attrs.field(
+        default="fake-customer-client-secret-0000000", repr=False
+    )
+    customer_access_lifetime: float = 3600.0
+    customer_refresh_lifetime: float = 90 * 86400.0
     latency: float = 0.0
-    refreshes: dict[str, int] = attrs.field(factory=dict)
-    recovered: int = 0
-    rejected: int = 0
+    faults: FaultPlan | None = None
     requests: int = 0
-    _pairs: dict[str, _Pair] = attrs.field(factory=dict, repr=False)
-    _script: list[int | Exception] = attrs.field(factory=list, repr=False)
-    _ids: itertools.count[int] = attrs.field(factory=itertools.count, repr=False)
+    _counters: dict[str, Counters] = attrs.field(factory=dict, repr=False)
+    _fault_source: FaultSource = attrs.field(factory=FaultSource, repr=False)
+    _admin: AdminAuthority = attrs.field(init=False, repr=False)
+    _customers: CustomerAccounts = attrs.field(init=False, repr=False)
 
-    # -- setting up -----------------------------------------------------------
+    def __attrs_post_init__(self) -> None:
+        self._admin = AdminAuthority(self, self._count, self._issue)
+        self._customers = CustomerAccounts(self, self._count)
+
+    def _count(self, shop: str) -> Counters:
+        return self._counters.setdefault(shop, Counters())
+
+    def _issue(self, shop: str) -> _Pair:
+        """Issue ``shop``'s next expiring pair (every grant that makes one calls this)."""
+        return self._admin.new_pair(shop)
+
+    # -- setting up ------------------------------------------------------------------
 
     def install(self, shop: str, *, scope: str = "read_orders") -> Token:
-        """Install the app on ``shop``: issue its first pair (revoking any older one)."""
-        pair = self._issue(normalize_shop(shop))
+        """Install the app on ``shop``: issue its first expiring pair (revoking any older)."""
+        host = normalize_shop(shop)
+        self._admin.shop(host).scope = scope
+        pair = self._issue(host)
         return Token(
             access_token=pair.access,
             refresh_token=pair.refresh,
@@ -91,120 +132,296 @@ class FakeShopify:
             refresh_token_expires_at=datetime.fromtimestamp(pair.refresh_expires_at, UTC),
         )
 
-    def fail_next(self, *steps: int | Exception) -> None:
-        """Answer the next requests with these statuses or network errors, in order."""
-        self._script.extend(steps)
+    def install_non_expiring(self, shop: str, *, scope: str = "read_orders") -> Token:
+        """Install the app on ``shop`` the legacy way: a non-expiring offline token."""
+        host = normalize_shop(shop)
+        self._admin.shop(host).scope = scope
+        return Token(access_token=self._admin.new_non_expiring(host), scope=scope)
 
-    def transport(self) -> httpx.MockTransport:
-        """An httpx transport that sends every request to this fake."""
-        return httpx.MockTransport(self.handle)
+    def revoke(self, shop: str) -> None:
+        """Uninstall the app from ``shop``: every token dies; a refresh answers 401.
 
-    def oauth(self, *, clock: Callable[[], float] | None = None) -> ShopifyOAuth:
-        """A real `ShopifyOAuth` client with this fake's credentials and transport."""
-        http = httpx.AsyncClient(transport=self.transport())
-        return ShopifyOAuth(
-            self.client_id, self.client_secret, http=http, clock=clock or self.clock
+        Installing or authorizing again, or a valid session token exchange
+        (the merchant opened the app), installs it anew.
+        """
+        self._admin.revoke(normalize_shop(shop))
+
+    def expire_refresh_token(self, shop: str) -> None:
+        """Make ``shop``'s refresh tokens expire now (as after 90 idle days)."""
+        self._admin.expire_refresh_token(normalize_shop(shop))
+
+    def authorization_code(
+        self,
+        shop: str,
+        *,
+        scopes: str | Sequence[str] = "read_orders",
+        online: bool = False,
+        user_id: int = 1,
+    ) -> str:
+        """An authorization code, as if staff user ``user_id`` approved ``scopes``."""
+        scope = scopes if isinstance(scopes, str) else ",".join(scopes)
+        return self._admin.new_code(
+            normalize_shop(shop), scope=scope, online=online, user_id=user_id
         )
 
-    # -- checking ----------------------------------------------------------------
+    def callback_query(
+        self,
+        shop: str,
+        *,
+        scopes: str | Sequence[str] = "read_orders",
+        online: bool = False,
+        user_id: int = 1,
+        state: str | None = None,
+        code: str | None = None,
+    ) -> dict[str, str]:
+        """The signed query of the OAuth redirect back to the app, with a fresh code.
 
-    def is_valid(self, shop: str, access_token: str) -> bool:
-        """Whether an Admin API call with ``access_token`` would be accepted now."""
-        pair = self._pairs.get(normalize_shop(shop))
-        return pair is not None and pair.access == access_token and self.clock() < pair.expires_at
+        Parameters ``code``, ``host``, ``shop``, ``state`` (when given),
+        ``timestamp`` (from the clock) and ``hmac``, signed as Shopify signs.
+        """
+        host = normalize_shop(shop)
+        params = {
+            "code": code
+            or self.authorization_code(host, scopes=scopes, online=online, user_id=user_id),
+            "host": admin_host(host),
+            "shop": host,
+            "timestamp": str(int(self.clock())),
+        }
+        if state is not None:
+            params["state"] = state
+        return signed_query(params, self.client_secret)
 
-    def refresh_token_works(self, shop: str, refresh_token: str) -> bool:
-        """Whether a refresh with ``refresh_token`` would succeed now."""
-        pair = self._pairs.get(normalize_shop(shop))
-        return pair is not None and self._accepts(pair, refresh_token) is not None
+    async def authorize(
+        self,
+        oauth: SupportsCodeGrant,
+        shop: str,
+        scopes: str | Sequence[str] = "read_orders",
+        *,
+        online: bool = False,
+        user_id: int = 1,
+    ) -> Token:
+        """Walk the real authorization code flow: signed callback, verification, exchange.
 
-    # -- the endpoint --------------------------------------------------------------
+        Builds the redirect query Shopify would send, has ``oauth`` verify it
+        (``verify_callback(query, state=...)``), then exchanges its code
+        (``exchange_code(shop, code)``).
+
+        Returns:
+            The token ``oauth`` obtained.
+        """
+        state = secrets.token_urlsafe(16)
+        query = self.callback_query(
+            shop, scopes=scopes, online=online, user_id=user_id, state=state
+        )
+        verified = oauth.verify_callback(query, state=state)
+        if inspect.isawaitable(verified):
+            verified = await verified
+        return await oauth.exchange_code(verified.get("shop", query["shop"]), query["code"])
+
+    def session_token(
+        self,
+        shop: str,
+        *,
+        user_id: int = 1,
+        expires_in: float = 60.0,
+        secret: str | None = None,
+        alg: str = "HS256",
+        **overrides: object,
+    ) -> str:
+        """An App Bridge session token for ``shop``, signed with the client secret.
+
+        Args:
+            shop: The shop (``iss``/``dest``).
+            user_id: The staff user (``sub``).
+            expires_in: Seconds until ``exp``.
+            secret: Sign with this key instead (a forged token).
+            alg: JWT algorithm; "none" mints an unsigned token (the fake refuses it).
+            overrides: Claims to replace (``aud="other"``, ``dest=...``); None removes one.
+        """
+        return mint_session_token(
+            normalize_shop(shop),
+            client_id=self.client_id,
+            secret=self.client_secret if secret is None and alg != "none" else secret,
+            now=self.clock(),
+            user_id=user_id,
+            expires_in=expires_in,
+            alg=alg,
+            overrides=overrides,
+        )
+
+    def shop_id(self, shop: str) -> int:
+        """``shop``'s numeric id, as in its Customer Account API endpoints."""
+        return self._customers.shop_id(normalize_shop(shop))
+
+    def customer_login(
+        self,
+        shop: str,
+        customer_id: str | int,
+        *,
+        code_challenge: str | None = None,
+        redirect_uri: str | None = None,
+    ) -> str:
+        """The code a customer's login brings back (PKCE-bound when ``code_challenge``)."""
+        return self._customers.login(
+            normalize_shop(shop),
+            str(customer_id),
+            code_challenge=code_challenge,
+            redirect_uri=redirect_uri,
+        )
+
+    def log_out_customer(self, shop: str, customer_id: str | int | None = None) -> None:
+        """End a customer's (or every customer's) sessions: their tokens die."""
+        self._customers.log_out(
+            normalize_shop(shop), None if customer_id is None else str(customer_id)
+        )
+
+    # -- faults ------------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        *steps: Fault | FaultKind | int | BaseException,
+        endpoints: Iterable[Endpoint] = TOKEN_ENDPOINTS,
+    ) -> None:
+        """Fail the next requests to ``endpoints`` (token endpoints by default), in order.
+
+        A step is a `Fault`, a `FaultKind` (its default fault), an HTTP status
+        (429 carries ``Retry-After: 2``) or an exception raised as a network
+        failure in process (a dropped connection over loopback).
+        """
+        self._fault_source.script([as_fault(step) for step in steps], endpoints)
+
+    @property
+    def injected(self) -> list[tuple[Endpoint, Fault]]:
+        """Every fault injected so far (scripted or drawn), with its endpoint."""
+        return list(self._fault_source.injected)
+
+    # -- reaching it -----------------------------------------------------------------------
+
+    def transport(self) -> httpx.MockTransport:
+        """An in-process httpx transport to this fake (no sockets)."""
+        return httpx.MockTransport(self.handle)
+
+    def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An `httpx.AsyncClient` on `transport`; keyword arguments go to the client."""
+        return httpx.AsyncClient(transport=self.transport(), **kwargs)
+
+    def oauth(self, *, clock: Callable[[], float] | None = None) -> ShopifyOAuth:
+        """A real `ShopifyOAuth` with this fake's credentials, in process."""
+        return ShopifyOAuth(
+            self.client_id, self.client_secret, http=self.http_client(), clock=clock or self.clock
+        )
+
+    def customer_oauth(
+        self,
+        shop: str,
+        *,
+        confidential: bool = False,
+        discover: bool = False,
+        clock: Callable[[], float] | None = None,
+    ) -> CustomerAccountOAuth:
+        """A real `CustomerAccountOAuth` for ``shop``, in process.
+
+        Args:
+            shop: The shop.
+            confidential: Authenticate with the customer client secret (HTTP
+                Basic); else a public client (PKCE only).
+            discover: Find the endpoints in the shop's discovery document
+                rather than using Shopify's default URLs.
+            clock: Wall clock; the fake's by default.
+        """
+        from .._customer import CustomerAccountOAuth  # noqa: PLC0415 - loaded on use
+
+        host = normalize_shop(shop)
+        return CustomerAccountOAuth(
+            self.shop_id(host),
+            self.customer_client_id,
+            client_secret=self.customer_client_secret if confidential else None,
+            http=self.http_client(),
+            shop=host if discover else None,
+            clock=clock or self.clock,
+        )
+
+    def asgi_app(self) -> ASGIApp:
+        """This fake as an ASGI application (`serve_loopback` serves it with hypercorn)."""
+        from ._asgi import asgi_app  # noqa: PLC0415 - _asgi imports this module
+
+        return asgi_app(self)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
-        """Answer one request (the MockTransport handler)."""
+        """Answer one request in process (the `transport`'s handler)."""
+        return to_response(await self.answer(request), request)
+
+    async def answer(self, request: httpx.Request) -> Answer:
+        """Decide the answer to ``request``: latency, faults, then the endpoint.
+
+        Raises:
+            ForeignHostError: Not an https URL of a Shopify host.
+        """
+        host = check_shopify_url(request.url)
         self.requests += 1
         if self.latency:
             await trio.sleep(self.latency)
-        if self._script:
-            step = self._script.pop(0)
-            if isinstance(step, Exception):
-                raise step
-            headers = {"Retry-After": "2"} if step == httpx.codes.TOO_MANY_REQUESTS else {}
-            return _error(step, "scripted_fault", headers=headers)
-        if request.method != "POST" or request.url.path != "/admin/oauth/access_token":
-            return _error(404, "not_found")
-        body = _json_object(request.content)
-        if body is None:
-            return _error(400, "invalid_request")
-        if body.get("client_id") != self.client_id or not secrets.compare_digest(
-            str(body.get("client_secret", "")), self.client_secret
-        ):
-            return _error(401, "invalid_client")
-        if body.get("grant_type") != "refresh_token":
-            return _error(400, "unsupported_grant_type")
-        return self._refresh(request.url.host, str(body.get("refresh_token", "")))
+        route = route_request(self._admin, self._customers, host, request)
+        if route is None:
+            return Answer.json(404, {"errors": "Not Found"})
+        endpoint, respond = route
+        fault = self._fault_source.next(endpoint, self.faults)
+        if fault is not None and fault.kind is FaultKind.SPIKE:
+            await trio.sleep(fault.delay)
+            fault = None
+        if fault is None:
+            return respond()
+        real = respond() if fault.needs_answer else None
+        return fault.render(real, request)
 
-    def _refresh(self, shop: str, refresh_token: str) -> httpx.Response:
-        pair = self._pairs.get(shop)
-        kept = None if pair is None else self._accepts(pair, refresh_token)
-        if pair is None or kept is None:
-            self.rejected += 1
-            return _error(400, "invalid_grant")
-        if not secrets.compare_digest(pair.refresh, refresh_token):
-            self.recovered += 1
-        new = self._issue(shop)
-        # The refresh token just used is the new pair's recovery fallback,
-        # unless it was itself the fallback (its replacement is still unused).
-        new.previous_refresh, new.previous_until = kept
-        self.refreshes[shop] = self.refreshes.get(shop, 0) + 1
-        return httpx.Response(
-            200,
-            json={
-                "access_token": new.access,
-                "refresh_token": new.refresh,
-                "scope": "read_orders",
-                "expires_in": int(self.access_lifetime),
-                "refresh_token_expires_in": int(self.refresh_lifetime),
-            },
-        )
+    # -- checking ------------------------------------------------------------------------
 
-    def _accepts(self, pair: _Pair, refresh_token: str) -> tuple[str, float] | None:
-        """Which fallback the next pair keeps if ``refresh_token`` is accepted, else None."""
-        now = self.clock()
-        if secrets.compare_digest(pair.refresh, refresh_token):
-            if now >= pair.refresh_expires_at:
-                return None
-            return refresh_token, now + RECOVERY_WINDOW
-        previous = pair.previous_refresh
-        if (
-            previous is not None
-            and now < pair.previous_until
-            and secrets.compare_digest(previous, refresh_token)
-        ):
-            return previous, pair.previous_until
-        return None
+    def is_valid(self, shop: str, access_token: str) -> bool:
+        """Whether an Admin API call with ``access_token`` would be accepted now."""
+        return self._admin.is_valid(normalize_shop(shop), access_token)
 
-    def _issue(self, shop: str) -> _Pair:
-        n = next(self._ids)
-        now = self.clock()
-        name = shop.removesuffix(".myshopify.com")
-        pair = _Pair(
-            access=f"shpat_fake_{name}_{n:06d}_{secrets.token_hex(8)}",
-            refresh=f"shprt_fake_{name}_{n:06d}_{secrets.token_hex(8)}",
-            expires_at=now + self.access_lifetime,
-            refresh_expires_at=now + self.refresh_lifetime,
-        )
-        self._pairs[shop] = pair
-        return pair
+    def refresh_token_works(self, shop: str, refresh_token: str) -> bool:
+        """Whether a refresh with ``refresh_token`` would succeed now."""
+        return self._admin.refresh_token_works(normalize_shop(shop), refresh_token)
 
+    def customer_token_valid(self, shop: str, access_token: str) -> bool:
+        """Whether a Customer Account API call with ``access_token`` would be accepted now."""
+        return self._customers.token_valid(normalize_shop(shop), access_token)
 
-def _json_object(content: bytes) -> dict[str, object] | None:
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
+    def customer_refresh_token_works(self, shop: str, refresh_token: str) -> bool:
+        """Whether a customer refresh with ``refresh_token`` would succeed now."""
+        return self._customers.refresh_token_works(normalize_shop(shop), refresh_token)
 
+    def statistics(self, shop: str) -> ShopStatistics:
+        """A snapshot of ``shop``'s counters."""
+        return self._counters.get(normalize_shop(shop), Counters()).snapshot()
 
-def _error(status: int, code: str, *, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, json={"error": code}, headers=headers)
+    @property
+    def refreshes(self) -> dict[str, int]:
+        """Successful refreshes per shop (shops with none are absent)."""
+        return {shop: c.refreshes for shop, c in self._counters.items() if c.refreshes}
+
+    @property
+    def rejected(self) -> int:
+        """Refresh requests refused, all shops (``invalid_grant``, or 401 when uninstalled)."""
+        return sum(c.refreshes_rejected for c in self._counters.values())
+
+    @property
+    def recovered(self) -> int:
+        """Refreshes that presented the previous refresh token, all shops.
+
+        A client that saves every pair before using it needs none.
+        """
+        return sum(c.refreshes_recovered for c in self._counters.values())
+
+    @property
+    def api_calls(self) -> dict[str, int]:
+        """API calls per shop (shops with none are absent)."""
+        return {shop: c.api_calls for shop, c in self._counters.items() if c.api_calls}
+
+    @property
+    def api_calls_rejected(self) -> dict[str, int]:
+        """API calls refused with 401 per shop: an expired, revoked or unknown token."""
+        return {
+            shop: c.api_calls_rejected for shop, c in self._counters.items() if c.api_calls_rejected
+        }
