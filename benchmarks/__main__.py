@@ -19,7 +19,7 @@ import trio
 
 from ._report import Section, as_json, render
 
-ALL = ("hot_path", "herd", "fleet", "mass_expiry")
+ALL = ("hot_path", "herd", "fleet", "mass_expiry", "cross_node", "stores")
 
 
 def main() -> int:

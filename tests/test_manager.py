@@ -829,3 +829,26 @@ async def test_plain_store_reread_adopts_another_processes_pair(
         assert await tokens.valid_token(KEY) == elsewhere
         assert tokens.statistics().refreshes_adopted == 1
     assert endpoint.refreshes.get(SHOP, 0) == 0
+
+
+async def test_a_pending_save_never_overwrites_a_newer_pair_from_another_node(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A save retried after another node stored a newer pair adopts that pair instead."""
+    store = FlakyStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        autojump_clock.jump(3600)
+        store.fail_saves = 1
+        mine = await tokens.valid_token(KEY)
+        assert tokens.statistics().saves_pending == 1
+        await trio.sleep(0.1)
+        newer = endpoint.install(SHOP)  # another node rotated later and saved
+        await MemoryStore.save_tokens(store, KEY, newer)
+        await trio.sleep(10)
+        assert await store.load_tokens(KEY) == newer
+        assert await tokens.valid_token(KEY) == newer
+        assert mine != newer
+        stats = tokens.statistics()
+        assert (stats.saves_pending, stats.refreshes_adopted) == (0, 1)

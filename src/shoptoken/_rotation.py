@@ -216,11 +216,18 @@ class Rotator:
             self._manager._critical.start_soon(self._save_retries, slot)
 
     async def save_pending(self, slot: Slot) -> bool:
-        """Try once to save the slot's unsaved pair (caller holds the slot lock)."""
+        """Try once to save the slot's unsaved pair (caller holds the slot lock).
+
+        With a store that can lock across processes, the save happens under
+        that lock, and only if the stored pair is not newer than ours: when
+        another node rotated after us (ours is then already revoked), its
+        pair is adopted instead of being overwritten.
+        """
         token = slot.unsaved
         assert token is not None  # noqa: S101 - only called with a pending pair
         try:
-            await self._manager._callback.save_tokens(slot.key, token)
+            if await self._save_unless_superseded(slot, token):
+                return True
         except Exception as exc:  # noqa: BLE001 - reported, retried later
             self._manager._counters.saves_failed += 1
             self._manager._emit(
@@ -231,6 +238,25 @@ class Rotator:
             slot.unsaved = None
         self._manager._emit(EventKind.PERSISTENCE_RECOVERED, slot)
         return True
+
+    async def _save_unless_superseded(self, slot: Slot, token: Token) -> bool:
+        """Save ``token``; True if a newer stored pair was adopted instead."""
+        manager = self._manager
+        locked = getattr(manager._callback, "locked", None)
+        if locked is None:
+            await manager._callback.save_tokens(slot.key, token)
+            return False
+        async with locked(slot.key, timeout=manager._policy.lock_timeout) as handle:
+            stored = handle.token
+            if stored is not None and _newer(stored, token):
+                if slot.unsaved is token:
+                    slot.unsaved = None
+                manager._install(slot, stored)
+                manager._counters.refreshes_adopted += 1
+                manager._emit(EventKind.REFRESH_ADOPTED, slot, reason="superseded while unsaved")
+                return True
+            await handle.save(token)
+        return False
 
     async def _save_retries(self, slot: Slot) -> None:
         with trio.CancelScope(shield=True) as scope:
@@ -250,6 +276,15 @@ class Rotator:
             finally:
                 self._manager._critical_scopes.discard(scope)
                 slot.saving = False
+
+
+def _newer(stored: Token, ours: Token) -> bool:
+    """Whether the stored pair was issued after ours (it expires later)."""
+    return (
+        stored.expires_at is not None
+        and ours.expires_at is not None
+        and stored.expires_at > ours.expires_at
+    )
 
 
 def secrets_of(token: Token | None) -> tuple[str | None, ...]:

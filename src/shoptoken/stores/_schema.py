@@ -1,0 +1,155 @@
+"""The SQL of the two SQL stores: one table, the same columns, each database's types.
+
+Table and schema names are validated identifiers, always double-quoted, so
+no statement here is ever built from untrusted text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import attrs
+
+from . import _codec
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+DEFAULT_TABLE: Final = "shoptoken_tokens"
+
+
+def quoted(name: object, what: str) -> str:
+    """``"name"``, after checking it is a plain identifier.
+
+    Raises:
+        ValueError: ``name`` is not ``[A-Za-z_][A-Za-z0-9_]*`` (at most 63 long).
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        msg = f"{what} must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63)"
+        raise ValueError(msg)
+    return f'"{name}"'
+
+
+def sqlite_table(table: str = DEFAULT_TABLE) -> str:
+    """The ``CREATE TABLE IF NOT EXISTS`` statement of `SQLiteStore`'s table."""
+    return f"""CREATE TABLE IF NOT EXISTS {quoted(table, "table")} (
+    key                      TEXT PRIMARY KEY NOT NULL,  -- str(TokenKey)
+    kind                     TEXT NOT NULL,     -- offline | online | customer
+    shop                     TEXT NOT NULL,     -- name.myshopify.com
+    subject                  TEXT,              -- user id / customer id, NULL offline
+    access_token             TEXT NOT NULL,
+    refresh_token            TEXT,
+    scope                    TEXT NOT NULL,
+    expires_at               INTEGER,           -- microseconds since 1970-01-01 UTC
+    refresh_token_expires_at INTEGER,           -- microseconds since 1970-01-01 UTC
+    associated_user_id       INTEGER,
+    associated_user_scope    TEXT,
+    generation               INTEGER NOT NULL DEFAULT 1,  -- +1 on every save
+    updated_at               INTEGER NOT NULL   -- microseconds since 1970-01-01 UTC
+)"""
+
+
+def postgres_table(table: str = DEFAULT_TABLE, schema: str | None = None) -> str:
+    """The ``CREATE TABLE IF NOT EXISTS`` statement of `PostgresStore`'s table."""
+    return f"""CREATE TABLE IF NOT EXISTS {qualified(table, schema)} (
+    key                      text PRIMARY KEY,   -- str(TokenKey)
+    kind                     text NOT NULL,      -- offline | online | customer
+    shop                     text NOT NULL,      -- name.myshopify.com
+    subject                  text,               -- user id / customer id, NULL offline
+    access_token             text NOT NULL,
+    refresh_token            text,
+    scope                    text NOT NULL,
+    expires_at               timestamptz,
+    refresh_token_expires_at timestamptz,
+    associated_user_id       bigint,
+    associated_user_scope    text,
+    refresh_generation       bigint NOT NULL DEFAULT 1,  -- +1 on every save
+    updated_at               timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def qualified(table: str, schema: str | None) -> str:
+    """The quoted ``"schema"."table"`` (or just ``"table"``)."""
+    name = quoted(table, "table")
+    return name if schema is None else f"{quoted(schema, 'schema')}.{name}"
+
+
+_READ: Final = ", ".join(_codec.READ_COLUMNS)
+_WRITE: Final = ", ".join(_codec.WRITE_COLUMNS)
+
+
+@attrs.frozen
+class SQLiteStatements:
+    """`SQLiteStore`'s statements for one table."""
+
+    create: str
+    select: str
+    upsert: str
+    delete: str
+    page: str
+
+    @classmethod
+    def build(cls, table: str) -> SQLiteStatements:
+        """The statements on ``table`` (validated here)."""
+        name = quoted(table, "table")
+        marks = ", ".join("?" for _ in _codec.WRITE_COLUMNS)
+        excluded = ", ".join(f"{c} = excluded.{c}" for c in _codec.WRITE_COLUMNS[1:])
+        return cls(
+            create=sqlite_table(table),
+            select=f"SELECT {_READ} FROM {name} WHERE key = ?",  # noqa: S608 - quoted identifier
+            upsert=(
+                f"INSERT INTO {name} ({_WRITE}, generation, updated_at)"  # noqa: S608 - quoted identifier
+                f" VALUES ({marks}, 1, ?) ON CONFLICT (key) DO UPDATE SET {excluded},"
+                " generation = generation + 1, updated_at = excluded.updated_at"
+            ),
+            delete=f"DELETE FROM {name} WHERE key = ?",  # noqa: S608 - quoted identifier
+            page=f"SELECT key FROM {name} WHERE key > ? ORDER BY key LIMIT ?",  # noqa: S608 - quoted identifier
+        )
+
+
+@attrs.frozen
+class PostgresStatements:
+    """`PostgresStore`'s statements for one table."""
+
+    create: str
+    create_schema: str | None
+    select: str
+    lock: str
+    upsert: str
+    insert_locked: str
+    update_locked: str
+    delete: str
+    page: str
+
+    @classmethod
+    def build(cls, table: str, schema: str | None) -> PostgresStatements:
+        """The statements on ``schema.table`` (validated here)."""
+        name = qualified(table, schema)
+        marks = ", ".join("%s" for _ in _codec.WRITE_COLUMNS)
+        sets = ", ".join(f"{c} = %s" for c in _codec.WRITE_COLUMNS[1:])
+        excluded = ", ".join(f"{c} = EXCLUDED.{c}" for c in _codec.WRITE_COLUMNS[1:])
+        insert = (
+            f"INSERT INTO {name} AS t ({_WRITE}, refresh_generation, updated_at)"  # noqa: S608 - quoted identifier
+            f" VALUES ({marks}, 1, now())"
+        )
+        return cls(
+            create=postgres_table(table, schema),
+            create_schema=(
+                None
+                if schema is None
+                else f"CREATE SCHEMA IF NOT EXISTS {quoted(schema, 'schema')}"
+            ),
+            select=f"SELECT {_READ} FROM {name} WHERE key = %s",  # noqa: S608 - quoted identifier
+            lock=f"SELECT {_READ}, refresh_generation FROM {name} WHERE key = %s FOR UPDATE",  # noqa: S608 - quoted identifier
+            upsert=(
+                f"{insert} ON CONFLICT (key) DO UPDATE SET {excluded},"
+                " refresh_generation = t.refresh_generation + 1, updated_at = now()"
+            ),
+            insert_locked=f"{insert} ON CONFLICT (key) DO NOTHING RETURNING refresh_generation",
+            update_locked=(
+                f"UPDATE {name} SET {sets}, refresh_generation = refresh_generation + 1,"  # noqa: S608 - quoted identifier
+                " updated_at = now() WHERE key = %s AND refresh_generation = %s"
+                " RETURNING refresh_generation"
+            ),
+            delete=f"DELETE FROM {name} WHERE key = %s",  # noqa: S608 - quoted identifier
+            page=f"SELECT key FROM {name} WHERE key > %s ORDER BY key LIMIT %s",  # noqa: S608 - quoted identifier
+        )

@@ -1,0 +1,120 @@
+"""store_from_url: a store chosen by configuration (``SHOPTOKEN_STORE=sqlite:///tokens.db``)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import trio
+
+from ._memory import MemoryStore
+from ._sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .._callback import TokenCallback
+
+#: Query parameters read by `store_from_url` itself (all others go to libpq).
+_OURS: Final = ("encrypt_key_env", "schema", "table")
+_EXPECTED: Final = "expected memory://, sqlite:///PATH or postgresql://..."
+
+
+def store_from_url(url: str) -> TokenCallback:
+    """Build the store a URL names.
+
+    - ``memory://``: a `MemoryStore`.
+    - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``: a
+      `SQLiteStore` (``?table=NAME``).
+    - ``postgresql://...`` or ``postgres://...``: a `PostgresStore` on that
+      libpq URL (``?table=NAME&schema=NAME``; other parameters, such as
+      ``sslmode``, go to libpq). Its table must exist (`PostgresStore.create_schema`).
+    - ``?encrypt_key_env=NAME`` on any of them wraps the store in an
+      `EncryptedStore` with the keys in environment variable NAME
+      (``kid:BASE64[,kid:BASE64...]``, see `EncryptedStore.parse_keys`).
+
+    SQLite and PostgreSQL stores hold connections: close them with
+    ``aclose()``, or use `open_store`.
+
+    Raises:
+        ValueError: Unknown scheme, malformed URL or parameters, or a missing
+            key variable. Messages never repeat the URL (it may hold a password).
+    """
+    if not isinstance(url, str):
+        msg = f"store URL must be a str, not {type(url).__name__}"
+        raise TypeError(msg)
+    parts = urlsplit(url)
+    params, passed = _parameters(parts.query)
+    store = _plain_store(parts, params, passed)
+    variable = params.get("encrypt_key_env")
+    if variable is None:
+        return store
+    from ._encrypted import EncryptedStore  # noqa: PLC0415 - needs the optional crypto extra
+
+    text = os.environ.get(variable)
+    if not text:
+        msg = f"environment variable {variable[:100]!a} (encrypt_key_env) is not set"
+        raise ValueError(msg)
+    return EncryptedStore(store, EncryptedStore.parse_keys(text))
+
+
+def _parameters(query: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Our parameters, and the others (for libpq)."""
+    ours: dict[str, str] = {}
+    others: list[tuple[str, str]] = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _OURS:
+            others.append((name, value))
+        elif name in ours:
+            msg = f"store URL parameter {name!r} is given twice"
+            raise ValueError(msg)
+        else:
+            ours[name] = value
+    return ours, others
+
+
+def _plain_store(
+    parts: SplitResult, params: dict[str, str], passed: list[tuple[str, str]]
+) -> TokenCallback:
+    scheme = parts.scheme.lower()
+    table = params.get("table") or "shoptoken_tokens"
+    if scheme == "memory":
+        if parts.netloc or parts.path.strip("/") or passed or {"table", "schema"} & params.keys():
+            msg = "memory:// takes no path or parameters other than encrypt_key_env"
+            raise ValueError(msg)
+        return MemoryStore()
+    if scheme == "sqlite":
+        path = unquote(parts.path[1:])  # sqlite:///a.db -> "a.db"; sqlite:////a.db -> "/a.db"
+        if parts.netloc or not path or passed or "schema" in params:
+            msg = (
+                "SQLite store URLs are sqlite:///relative.db or sqlite:////absolute/path.db,"
+                " with optional ?table=NAME&encrypt_key_env=NAME"
+            )
+            raise ValueError(msg)
+        return SQLiteStore(path, table=table)
+    if scheme in {"postgresql", "postgres"}:
+        from ._postgres import PostgresStore  # noqa: PLC0415 - needs the optional postgres extra
+
+        conninfo = urlunsplit(parts._replace(query=urlencode(passed)))
+        return PostgresStore(conninfo, table=table, schema=params.get("schema") or None)
+    msg = f"unsupported store URL scheme {scheme!a}: {_EXPECTED}"
+    raise ValueError(msg)
+
+
+@asynccontextmanager
+async def open_store(url: str) -> AsyncIterator[TokenCallback]:
+    """`store_from_url` as an async context manager that closes the store on exit.
+
+    Raises:
+        ValueError: As `store_from_url`.
+    """
+    store = store_from_url(url)
+    try:
+        yield store
+    finally:
+        aclose = getattr(store, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
