@@ -11,6 +11,8 @@ import trio.testing
 from shoptoken import MemoryStore, ReauthorizationRequired, Token, TokenKey, open_token_manager
 from shoptoken.testing import FakeShopify
 
+from .fakes import at
+
 KEY = TokenKey.offline("my-store")
 
 
@@ -137,3 +139,26 @@ def test_auth_refuses_sync_clients() -> None:
     with httpx.Client(transport=transport, auth=auth) as c, pytest.raises(RuntimeError):
         c.get("https://my-store.myshopify.com/")
     assert "SECRET" not in repr(auth)
+
+
+async def test_customer_keys_send_the_authorization_header(
+    clock: Callable[[], float], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A customer key's token goes in Authorization, as the Customer Account API wants."""
+    customer = TokenKey.customer("my-store", "gid://shopify/Customer/1")
+    store = MemoryStore()
+    token = Token(access_token="shcat_customer_SECRET", expires_at=at(clock, 3600))
+    await store.save_tokens(customer, token)
+    seen: list[httpx.Headers] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200)
+
+    async with (
+        open_token_manager({}, store, clock=clock) as tokens,
+        httpx.AsyncClient(transport=httpx.MockTransport(api), auth=tokens.auth(customer)) as c,
+    ):
+        await c.post("https://shopify.com/1/account/customer/api/2026-10/graphql")
+    assert seen[0]["Authorization"] == "shcat_customer_SECRET"
+    assert "X-Shopify-Access-Token" not in seen[0]

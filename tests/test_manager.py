@@ -852,3 +852,26 @@ async def test_a_pending_save_never_overwrites_a_newer_pair_from_another_node(
         assert mine != newer
         stats = tokens.statistics()
         assert (stats.saves_pending, stats.refreshes_adopted) == (0, 1)
+
+
+async def test_closing_while_the_sweeper_loads_a_parked_key_is_clean(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A keep-alive load that finishes after the manager began closing stops quietly."""
+
+    @attrs.define(eq=False)
+    class ThreadLikeStore(MemoryStore):
+        async def load_tokens(self, key: TokenKey) -> Token | None:
+            # Like trio.to_thread: the load runs to its end despite cancellation.
+            with trio.CancelScope(shield=True):
+                await trio.sleep(5)
+                return await super().load_tokens(key)
+
+    store = ThreadLikeStore()
+    events: list[TokenEvent] = []
+    policy = {"idle_after": 60, "sweep_interval": 30, "keepalive_before": 100 * 86400}
+    async with manager(endpoint, clock, store, events=events, **policy) as tokens:
+        await tokens.put_token(KEY, endpoint.install(SHOP))
+        await trio.sleep(92)  # parked at 60; the sweep at 90 is loading it now
+        assert tokens.statistics().keys_parked == 0
+    assert not [e for e in events if e.kind is EventKind.REFRESHER_CRASHED]

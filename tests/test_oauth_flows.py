@@ -519,7 +519,7 @@ async def test_migrate_sends_expiring_even_when_client_does_not(server: FakeShop
             ReauthorizationRequired,
             None,
         ),
-        (respond(400, {"error": "invalid_subject_token"}), RefreshFailed, False),
+        (respond(400, {"error": "invalid_subject_token"}), ReauthorizationRequired, None),
         (respond(429, None, headers={"Retry-After": "2"}), RefreshFailed, True),
         (respond(520, None), RefreshFailed, True),
         (fail, RefreshFailed, True),

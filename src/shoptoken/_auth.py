@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from ._keys import TokenKind
+
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Generator
 
@@ -13,10 +15,17 @@ if TYPE_CHECKING:
     from ._manager import TokenManager
 
 HEADER = "X-Shopify-Access-Token"
+# The Customer Account API takes the customer's token as the Authorization
+# header itself (no "Bearer" scheme).
+CUSTOMER_HEADER = "Authorization"
 
 
 class ManagerAuth(httpx.Auth):
-    """Sets ``X-Shopify-Access-Token``; on a 401, refreshes once and retries once."""
+    """Sets the key's token header; on a 401, refreshes once and retries once.
+
+    Admin API keys (offline, online) send ``X-Shopify-Access-Token``;
+    customer keys send ``Authorization``, as the Customer Account API wants.
+    """
 
     # The request may be sent twice, so httpx must buffer its body.
     requires_request_body = True
@@ -24,6 +33,7 @@ class ManagerAuth(httpx.Auth):
     def __init__(self, manager: TokenManager, key: TokenKey) -> None:
         self._manager = manager
         self._key = key
+        self._header = CUSTOMER_HEADER if key.kind is TokenKind.CUSTOMER else HEADER
 
     def __repr__(self) -> str:
         return f"ManagerAuth(key={str(self._key)!r})"
@@ -41,10 +51,10 @@ class ManagerAuth(httpx.Auth):
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         """Authenticate ``request``; retry it once with a new token after a 401."""
         token = await self._manager.valid_token(self._key)
-        request.headers[HEADER] = token.access_token
+        request.headers[self._header] = token.access_token
         response = yield request
         if response.status_code != httpx.codes.UNAUTHORIZED:
             return
         fresh = await self._manager._replace(self._key, token, reason="unauthorized")
-        request.headers[HEADER] = fresh.access_token
+        request.headers[self._header] = fresh.access_token
         yield request

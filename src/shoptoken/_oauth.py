@@ -22,6 +22,8 @@ Error choices beyond the default table:
   a forgery.)
 - ``exchange_session_token``: 400 ``invalid_subject_token`` raises
   `InvalidSessionToken`: the frontend must fetch a new session token.
+- ``migrate_to_expiring``: 400 ``invalid_subject_token`` (the old token is
+  revoked: the app was uninstalled) raises `ReauthorizationRequired`.
 - A 2xx answer that is no usable token raises a transient
   ``RefreshFailed(error="invalid_response")``; so does a migration answer
   without a refresh token, and an online exchange without an associated user.
@@ -50,6 +52,7 @@ from ._session_token import (
     TOKEN_EXCHANGE_GRANT,
     SessionTokenClaims,
     decode_session_token,
+    migration_error,
     token_exchange_error,
 )
 from ._token import Token
@@ -357,7 +360,9 @@ class ShopifyOAuth:
             "expiring": "1",
         }
         action = "migration to expiring tokens"
-        token = await self._post(key.shop, payload, key=key, action=action, clock=clock)
+        token = await self._post(
+            key.shop, payload, key=key, action=action, clock=clock, map_error=migration_error
+        )
         if token.refresh_token is None or token.expires_at is None:
             raise _invalid_response(str(key), action, "no expiring token in the answer", key)
         return token

@@ -41,7 +41,12 @@ import attrs
 import jwt
 import structlog
 
-from ._errors import InvalidSessionToken, InvalidShopDomain, ShopTokenError
+from ._errors import (
+    InvalidSessionToken,
+    InvalidShopDomain,
+    ReauthorizationRequired,
+    ShopTokenError,
+)
 from ._keys import normalize_shop
 from ._token_endpoint import safe_excerpt
 
@@ -261,4 +266,20 @@ def token_exchange_error(answer: ErrorAnswer) -> ShopTokenError | None:
             f"{answer.where}: {answer.action} rejected ({answer.detail}); fetch a new session token"
         )
         return InvalidSessionToken(msg, key=answer.key)
+    return None
+
+
+def migration_error(answer: ErrorAnswer) -> ShopTokenError | None:
+    """Map a migration's 400 ``invalid_subject_token`` to `ReauthorizationRequired`.
+
+    The subject is the shop's old non-expiring token: Shopify refusing it
+    means the app was uninstalled or the token revoked, and only a new
+    authorization gets the shop a token. Other answers get the default mapping.
+    """
+    if answer.status == HTTPStatus.BAD_REQUEST and answer.error == "invalid_subject_token":
+        msg = (
+            f"{answer.where}: {answer.action} rejected ({answer.detail}); the non-expiring "
+            "token is no longer valid: the merchant must authorize the app again"
+        )
+        return ReauthorizationRequired(msg, key=answer.key)
     return None

@@ -7,6 +7,7 @@ manager to refresh; every decision stays in the manager and `_schedule`.
 from __future__ import annotations
 
 import math
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import attrs
@@ -63,7 +64,12 @@ class Supervisor:
             while True:
                 try:
                     token = slot.token
-                    if slot.dead or token is None or manager._slots.get(slot.key) is not slot:
+                    if (
+                        manager._closed
+                        or slot.dead
+                        or token is None
+                        or manager._slots.get(slot.key) is not slot
+                    ):
                         return
                     if failures and token is not failed_token:
                         failures = 0  # someone else replaced the token: back to the schedule
@@ -130,23 +136,30 @@ class Supervisor:
         """Refresh parked keys whose refresh token nears expiry (runs until cancelled)."""
         manager = self._manager
         policy = manager._policy
-        async for _ in trio_util.periodic(policy.sweep_interval):
-            now = manager._clock()
-            due = [
-                key
-                for key, expires in manager._parked.items()
-                if expires - policy.keepalive_before <= now
-            ]
-            for key in due:
-                try:
-                    await self._keepalive(key)
-                except ShopTokenError as exc:
-                    # Stays parked; the next pass tries again.
-                    manager._emitter.emit(
-                        TokenEvent(
-                            EventKind.REFRESH_FAILED, key, error=describe(exc), reason="keepalive"
+        # aclosing: leaving the loop early must close the generator, not the GC.
+        async with aclosing(trio_util.periodic(policy.sweep_interval)) as ticks:
+            async for _ in ticks:
+                now = manager._clock()
+                due = [
+                    key
+                    for key, expires in manager._parked.items()
+                    if expires - policy.keepalive_before <= now
+                ]
+                for key in due:
+                    if manager._closed:
+                        return
+                    try:
+                        await self._keepalive(key)
+                    except ShopTokenError as exc:
+                        # Stays parked; the next pass tries again.
+                        manager._emitter.emit(
+                            TokenEvent(
+                                EventKind.REFRESH_FAILED,
+                                key,
+                                error=describe(exc),
+                                reason="keepalive",
+                            )
                         )
-                    )
 
     async def _keepalive(self, key: TokenKey) -> None:
         """Refresh a parked key whose refresh token nears expiry, and park it again."""
@@ -154,7 +167,8 @@ class Supervisor:
         if key not in manager._parked:
             return
         slot = await manager._activate(key, use=False)
-        if slot.dead or slot.token is None:
+        # A thread-backed load can finish after the manager began closing.
+        if manager._closed or slot.dead or slot.token is None:
             return
         await manager._rotator.refresh(slot, reason="keepalive", replacing=slot.token)
         if not slot.running:
