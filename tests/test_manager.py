@@ -865,7 +865,8 @@ async def test_closing_while_the_sweeper_loads_a_parked_key_is_clean(
             # Like trio.to_thread: the load runs to its end despite cancellation.
             with trio.CancelScope(shield=True):
                 await trio.sleep(5)
-                return await super().load_tokens(key)
+                token = await super().load_tokens(key)
+            return token
 
     store = ThreadLikeStore()
     events: list[TokenEvent] = []
