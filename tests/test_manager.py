@@ -866,7 +866,7 @@ async def test_closing_while_the_sweeper_loads_a_parked_key_is_clean(
             with trio.CancelScope(shield=True):
                 await trio.sleep(5)
                 token = await super().load_tokens(key)
-            return token
+            return token  # noqa: RET504 - a return inside the scope reads to mypy as maybe skipped
 
     store = ThreadLikeStore()
     events: list[TokenEvent] = []
