@@ -38,7 +38,8 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
     conn = await trio.to_thread.run_sync(lambda: psycopg.connect(DSN, autocommit=True))
     conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        store_url = f"{DSN}?schema={schema}"
+        # Small pools: 16 nodes x 4 connections stay under PostgreSQL's 100.
+        store_url = f"{DSN}?schema={schema}&max_connections=4"
         fake = FakeShopify(access_lifetime=lifetime)
         keys = shop_keys(shops, "bench-shop")
         env = dict(os.environ, SHOPTOKEN_CLIENT_ID=fake.client_id)

@@ -876,3 +876,33 @@ async def test_closing_while_the_sweeper_loads_a_parked_key_is_clean(
         await trio.sleep(92)  # parked at 60; the sweep at 90 is loading it now
         assert tokens.statistics().keys_parked == 0
     assert not [e for e in events if e.kind is EventKind.REFRESHER_CRASHED]
+
+
+async def test_put_token_during_a_slow_first_load_wins(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A token installed while the first load is still reading is not overwritten by it."""
+
+    @attrs.define(eq=False)
+    class ReadThenStall(MemoryStore):
+        async def load_tokens(self, key: TokenKey) -> Token | None:
+            token = await super().load_tokens(key)  # read the old row...
+            await trio.sleep(5)  # ...and answer late
+            return token
+
+    store = ReadThenStall()
+    old = await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens:
+        loaded: list[Token] = []
+
+        async def first_use() -> None:
+            loaded.append(await tokens.valid_token(KEY))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_use)
+            await trio.sleep(1)
+            fresh = endpoint.install(SHOP)  # re-installed while the load reads
+            await tokens.put_token(KEY, fresh)
+        assert await tokens.valid_token(KEY) == fresh
+        assert await store.load_tokens(KEY) == fresh
+        assert loaded in ([old], [fresh])

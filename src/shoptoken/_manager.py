@@ -263,18 +263,26 @@ class TokenManager:
         return slot
 
     async def _activate(self, key: TokenKey, *, use: bool) -> Slot:
-        """Return the key's loaded slot, loading it once under its lock."""
+        """Return the key's loaded slot, loading it once (single flight)."""
         while True:
             slot = self._slot_for(key)
             if not slot.loaded:
-                async with slot.locked():
+                loading = slot.loading
+                if loading is not None:
+                    await loading.wait()
                     if slot.load_error is not None:
-                        # We queued behind a failed load: share its outcome.
+                        # We waited on a failed load: share its outcome.
                         raise copy_error(slot.load_error)
-                    if self._slots.get(key) is not slot:
-                        continue
-                    if not slot.loaded:
-                        await self._load_into(slot)
+                    continue  # loaded now, or its loader was cancelled: look again
+                # The first caller loads; later ones wait on the Event. Not the
+                # slot's Lock: acquiring a trio.Lock, even a free one, costs a
+                # scheduler pass, and a fleet's first uses pay it 100,000 times.
+                slot.loading = loading = trio.Event()
+                try:
+                    await self._load_into(slot)
+                finally:
+                    slot.loading = None
+                    loading.set()
             else:
                 # No checkpoint here: every caller reaches one soon after (the
                 # wait for a refresh, or _valid_token_slow's own), and a herd
@@ -303,6 +311,8 @@ class TokenManager:
             )
             self._drop(slot, error)
             raise error
+        if slot.loaded:
+            return  # put_token installed a newer token while we were reading
         slot.loaded = True
         self._install(slot, token)
 

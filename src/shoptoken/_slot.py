@@ -58,6 +58,7 @@ class Slot:
     _lock: trio.Lock | None = attrs.field(default=None, init=False)
     flight: Flight | None = None
     load_error: Exception | None = None
+    loading: trio.Event | None = None
     unsaved: Token | None = None
     saving: bool = False
     running: bool = False
@@ -86,6 +87,7 @@ class Slot:
             self.flight is not None
             or self.unsaved is not None
             or self.saving
+            or self.loading is not None
             or self._lock is not None
         )
 

@@ -97,3 +97,15 @@ def test_refusals(url: str, match: str) -> None:
         store_from_url(url)
     assert "\n" not in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_postgres_pool_size_comes_from_the_url() -> None:
+    """max_connections sizes a PostgresStore's pool; a bad value is a one-line ValueError."""
+    pytest.importorskip("psycopg")
+    store = store_from_url("postgresql://postgres@127.0.0.1/test?max_connections=3")
+    assert type(store).__name__ == "PostgresStore"
+    for bad in ("0", "x", "-1", "10001"):
+        with pytest.raises(ValueError, match="max_connections"):
+            store_from_url(f"postgresql://postgres@127.0.0.1/test?max_connections={bad}")
+    with pytest.raises(ValueError, match="SQLite"):
+        store_from_url("sqlite:///a.db?max_connections=2")

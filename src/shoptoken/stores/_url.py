@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from .._callback import TokenCallback
 
 #: Query parameters read by `store_from_url` itself (all others go to libpq).
-_OURS: Final = ("encrypt_key_env", "schema", "table")
+_OURS: Final = ("encrypt_key_env", "max_connections", "schema", "table")
+_MAX_POOL: Final = 10_000
+_STORE_ONLY: Final = frozenset({"table", "schema", "max_connections"})
 _EXPECTED: Final = "expected memory://, sqlite:///PATH or postgresql://..."
 
 
@@ -29,8 +31,9 @@ def store_from_url(url: str) -> TokenCallback:
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``: a
       `SQLiteStore` (``?table=NAME``).
     - ``postgresql://...`` or ``postgres://...``: a `PostgresStore` on that
-      libpq URL (``?table=NAME&schema=NAME``; other parameters, such as
-      ``sslmode``, go to libpq). Its table must exist (`PostgresStore.create_schema`).
+      libpq URL (``?table=NAME&schema=NAME&max_connections=N``, N the pool
+      size; other parameters, such as ``sslmode``, go to libpq). Its table
+      must exist (`PostgresStore.create_schema`).
     - ``?encrypt_key_env=NAME`` on any of them wraps the store in an
       `EncryptedStore` with the keys in environment variable NAME
       (``kid:BASE64[,kid:BASE64...]``, see `EncryptedStore.parse_keys`).
@@ -81,13 +84,13 @@ def _plain_store(
     scheme = parts.scheme.lower()
     table = params.get("table") or "shoptoken_tokens"
     if scheme == "memory":
-        if parts.netloc or parts.path.strip("/") or passed or {"table", "schema"} & params.keys():
+        if parts.netloc or parts.path.strip("/") or passed or _STORE_ONLY & params.keys():
             msg = "memory:// takes no path or parameters other than encrypt_key_env"
             raise ValueError(msg)
         return MemoryStore()
     if scheme == "sqlite":
         path = unquote(parts.path[1:])  # sqlite:///a.db -> "a.db"; sqlite:////a.db -> "/a.db"
-        if parts.netloc or not path or passed or "schema" in params:
+        if parts.netloc or not path or passed or {"schema", "max_connections"} & params.keys():
             msg = (
                 "SQLite store URLs are sqlite:///relative.db or sqlite:////absolute/path.db,"
                 " with optional ?table=NAME&encrypt_key_env=NAME"
@@ -98,9 +101,23 @@ def _plain_store(
         from ._postgres import PostgresStore  # noqa: PLC0415 - needs the optional postgres extra
 
         conninfo = urlunsplit(parts._replace(query=urlencode(passed)))
-        return PostgresStore(conninfo, table=table, schema=params.get("schema") or None)
+        return PostgresStore(
+            conninfo,
+            table=table,
+            schema=params.get("schema") or None,
+            max_connections=_pool_size(params.get("max_connections")),
+        )
     msg = f"unsupported store URL scheme {scheme!a}: {_EXPECTED}"
     raise ValueError(msg)
+
+
+def _pool_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_POOL:
+        msg = f"store URL parameter max_connections must be a whole number from 1 to {_MAX_POOL}"
+        raise ValueError(msg)
+    return int(text)
 
 
 @asynccontextmanager
