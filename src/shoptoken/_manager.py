@@ -59,6 +59,7 @@ class TokenManager:
     _critical_scopes: set[trio.CancelScope] = attrs.field(factory=set, init=False)
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
     _closed: bool = attrs.field(default=False, init=False)
+    _shutdown_deadline: float = attrs.field(default=math.inf, init=False)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
     _supervisor: Supervisor = attrs.field(init=False)
     _rotator: Rotator = attrs.field(init=False)
@@ -110,6 +111,10 @@ class TokenManager:
             now, slot.stale_at, slot.hard_at, slot.dead_at, refreshable=token.refreshable
         )
         if state in (_schedule.Freshness.FRESH, _schedule.Freshness.NON_EXPIRING):
+            flight = slot.flight
+            if flight is not None and flight.replacing is not None and flight.replacing == token:
+                # A forced refresh is rotating this very token: wait for its successor.
+                return await self._rotator.refresh(slot, reason="forced")
             await trio.lowlevel.checkpoint()
             return token
         if state is _schedule.Freshness.DEAD:
@@ -354,6 +359,16 @@ class TokenManager:
         if slot.wake is not None:
             slot.wake.cancel()
 
+    def _register_critical(self, scope: trio.CancelScope) -> None:
+        """Track a shielded refresh-or-save scope, bounded once the manager closes."""
+        scope.deadline = min(scope.deadline, self._shutdown_deadline)
+        self._critical_scopes.add(scope)
+
+    def _reset_fresh_until(self, slot: Slot) -> None:
+        """Let the hot path serve the slot's token again (after a forced refresh failed)."""
+        if not slot.dead and not self._closed and slot.token is not None:
+            slot.fresh_until = min(slot.stale_at, slot.hard_at)
+
     def _token_or_raise(self, slot: Slot) -> Token:
         if slot.dead:
             raise ReauthorizationRequired(
@@ -395,7 +410,8 @@ class TokenManager:
 
     def _close(self) -> None:
         self._closed = True
-        deadline = trio.current_time() + self._policy.shutdown_grace
+        # Remembered: a save retry scheduled just before now registers later.
+        self._shutdown_deadline = deadline = trio.current_time() + self._policy.shutdown_grace
         for scope in self._critical_scopes:
             scope.deadline = min(scope.deadline, deadline)
         self._background.cancel_scope.cancel()

@@ -11,6 +11,7 @@ saved again with backoff until it lands.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,10 @@ class Rotator:
             flight = slot.flight
             if flight is None:
                 self._manager._check_open()
-                flight = slot.flight = Flight()
+                flight = slot.flight = Flight(replacing=replacing)
+                if replacing is not None and replacing == slot.token:
+                    # The rotation revokes this token: stop serving it now.
+                    slot.fresh_until = -math.inf
                 self._manager._critical.start_soon(self._fly, slot, flight, reason, replacing)
             await flight.done.wait()
             token = flight.result()
@@ -61,7 +65,7 @@ class Rotator:
         # Shielded: neither a cancelled caller nor the manager's exit may cut a
         # rotation Shopify has performed. _close() bounds it with a deadline.
         with trio.CancelScope(shield=True) as scope:
-            self._manager._critical_scopes.add(scope)
+            self._manager._register_critical(scope)
             try:
                 flight.token = await self._refresh_locked(slot, reason, replacing)
             except ShopTokenError as exc:
@@ -81,6 +85,8 @@ class Rotator:
                     )
                 if slot.flight is flight:
                     slot.flight = None
+                if flight.error is not None and slot.fresh_until == -math.inf:
+                    self._manager._reset_fresh_until(slot)
                 flight.done.set()
 
     async def _refresh_locked(self, slot: Slot, reason: str, replacing: Token | None) -> Token:
@@ -260,7 +266,7 @@ class Rotator:
 
     async def _save_retries(self, slot: Slot) -> None:
         with trio.CancelScope(shield=True) as scope:
-            self._manager._critical_scopes.add(scope)
+            self._manager._register_critical(scope)
             try:
                 attempt = 0
                 while slot.unsaved is not None:

@@ -24,6 +24,8 @@ class Flight:
     done: trio.Event = attrs.Factory(trio.Event)
     token: Token | None = None
     error: Exception | None = None
+    #: The token a forced refresh replaces (Shopify revokes it as it rotates).
+    replacing: Token | None = None
 
     def result(self) -> Token:
         """The finished refresh's token, or raise its error.

@@ -215,14 +215,6 @@ async def test_callers_cancelled_at_random_points_lose_no_rotation(
     assert fake.rejected == fake.recovered == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: while a forced refresh (refresh_token(), or auth() after a 401) is in flight, "
-        "valid_token's hot path keeps serving the cached access token, which Shopify "
-        "revoked the moment it rotated; calls made with it until the new pair is saved get 401"
-    ),
-)
 async def test_no_token_is_served_while_a_forced_refresh_revokes_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -364,15 +356,6 @@ async def test_a_refresh_cut_by_shutdown_grace_is_recovered_by_the_next_manager(
     assert await stored_is_current(fake, store, key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: shutdown_grace is applied only to the critical scopes registered when "
-        "_close() runs; a save-retry task started (start_soon) just before the block ends "
-        "registers its scope afterwards, so it is never bounded: with a store that keeps "
-        "failing, leaving the block hangs until a save lands (forever if none does)"
-    ),
-)
 async def test_shutdown_grace_bounds_a_save_retry_started_just_before_exit(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
