@@ -880,10 +880,10 @@ async def test_discovery_on_shop_domain_used(
     assert str(server.posts[0].url) == token_url
 
 
-async def test_discovery_follows_redirects(
+async def test_discovery_does_not_follow_redirects(
     discovering: CustomerAccountOAuth, server: FakeCustomerAccounts
 ) -> None:
-    """A redirect of the document (to a primary domain) is followed, and its content checked."""
+    """A redirected discovery document fails discovery; the app is never sent elsewhere."""
     primary = "https://shop.example.com/.well-known/openid-configuration"
 
     def discovery(request: httpx.Request) -> httpx.Response:
@@ -892,12 +892,17 @@ async def test_discovery_follows_redirects(
         return httpx.Response(200, json=DISCOVERY)
 
     server.discovery = discovery
-    await discovering.refresh(KEY, TOKEN)
-    assert [str(get.url) for get in server.gets] == [DISCOVERY_URL, primary]
-    assert str(server.posts[0].url) == DISCOVERED_TOKEN_URL
+    with pytest.raises(RefreshFailed) as info:
+        await discovering.refresh(KEY, TOKEN)
+    assert info.value.error == "discovery_failed"
+    assert not info.value.transient
+    assert [str(get.url) for get in server.gets] == [DISCOVERY_URL]
+    assert server.posts == []
 
 
-async def testexplicit_endpoints_skip_discovery(build: Build, server: FakeCustomerAccounts) -> None:
+async def test_explicit_endpoints_skip_discovery(
+    build: Build, server: FakeCustomerAccounts
+) -> None:
     """Explicit endpoints win: no discovery GET even with a shop."""
     oauth = build(
         shop=SHOP,

@@ -266,12 +266,14 @@ class CustomerAccountOAuth:
         client = self._client()
         where = shop if key is None else str(key)
         try:
-            # Redirects are followed (a shop may answer from its primary domain):
-            # the document is public, and what it says is checked below anyway.
+            # Redirects are not followed: a merchant controls where the shop's
+            # domain redirects, and the app's servers must not fetch arbitrary
+            # (internal) URLs for them. A redirect fails discovery; pass the
+            # endpoints explicitly for such a shop.
             response = await client.get(
                 f"https://{shop}/.well-known/openid-configuration",
                 headers=_HEADERS,
-                follow_redirects=True,
+                follow_redirects=False,
             )
         except httpx.RequestError as exc:
             error_type = type(exc).__name__

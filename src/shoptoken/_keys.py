@@ -49,7 +49,8 @@ def normalize_shop(shop: str) -> str:
     # ASCII first: str.lower() maps lookalikes such as the Kelvin sign to "k".
     lowered = shop.lower() if shop.isascii() else ""
     name = lowered.removesuffix(_SUFFIX) if lowered.endswith(_SUFFIX) else lowered
-    if not _NAME.fullmatch(name):
+    # "xn--" starts an IDNA (punycode) label: a lookalike of another name.
+    if not _NAME.fullmatch(name) or name.startswith("xn--"):
         # Show a bounded, printable excerpt: the input is untrusted.
         shown = ascii(shop[:80])
         msg = f"invalid shop domain {shown}: expected 'name' or 'name.myshopify.com'"

@@ -396,7 +396,9 @@ async def post_token_request(
     if auth is not None:
         body["auth"] = auth
     try:
-        response = await client.post(url, headers=_HEADERS, **body)
+        # Never follow a redirect, whatever the client's setting: it would
+        # re-send the secrets in the body to wherever the answer points.
+        response = await client.post(url, headers=_HEADERS, follow_redirects=False, **body)
     except httpx.RequestError as exc:
         # Only the type is quoted: transport messages may hold response bytes.
         error_type = type(exc).__name__
