@@ -328,13 +328,19 @@ class TokenManager:
             del self._slots[slot.key]
 
     async def _load(self, key: TokenKey) -> Token | None:
+        """Re-read a key's stored token (before a refresh), checked as a first load is."""
         try:
-            return await self._callback.load_tokens(key)
+            token = await self._callback.load_tokens(key)
         except Exception as exc:
             self._counters.loads_failed += 1
             raise PersistenceError(
                 f"load_tokens failed for {key}: {describe(exc)}", key=key
             ) from exc
+        if token is not None and not isinstance(token, Token):
+            self._counters.loads_failed += 1
+            msg = f"load_tokens returned {type(token).__name__}, not Token, for {key}"
+            raise PersistenceError(msg, key=key)
+        return token
 
     async def _persist(self, key: TokenKey, token: Token, save: Save) -> None:
         try:

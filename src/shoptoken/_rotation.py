@@ -99,16 +99,23 @@ class Rotator:
                 await self.save_pending(slot)
             locked = getattr(self._manager._callback, "locked", None)
             if locked is None:
-                stored = await self._manager._load(key)
+                try:
+                    stored = await self._manager._load(key)
+                except PersistenceError as exc:
+                    self._store_stopped(slot, exc, reason)
+                    raise
                 save = functools.partial(self._manager._callback.save_tokens, key)
                 return await self._decide(slot, stored, save, reason, replacing)
             handle_cm = locked(key, timeout=self._manager._policy.lock_timeout)
             try:
                 handle = await handle_cm.__aenter__()
-            except ShopTokenError:
+            except ShopTokenError as exc:
+                self._store_stopped(slot, exc, reason)
                 raise
             except Exception as exc:
-                raise PersistenceError(f"locking {key} failed: {describe(exc)}", key=key) from exc
+                error = PersistenceError(f"locking {key} failed: {describe(exc)}", key=key)
+                self._store_stopped(slot, error, reason)
+                raise error from exc
             refreshed: list[Token] = []
             try:
                 token = await self._decide(
@@ -123,6 +130,16 @@ class Rotator:
                 if refreshed and slot.unsaved is None:
                     self.save_failed(slot, refreshed[0], exc)
             return token
+
+    def _store_stopped(self, slot: Slot, exc: ShopTokenError, reason: str) -> None:
+        """Report a refresh the store stopped before Shopify was asked (re-read or lock).
+
+        As ``refresh.failed``: ``persistence.failed`` means a rotated pair's
+        save failed (a pair held only in memory), which this is not.
+        """
+        self._manager._emit(
+            EventKind.REFRESH_FAILED, slot, error=describe(exc, _secrets(slot)), reason=reason
+        )
 
     async def _decide(
         self,

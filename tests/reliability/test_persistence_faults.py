@@ -516,15 +516,8 @@ async def test_hanging_saves_of_some_keys_do_not_stop_the_others(
 
 # -- reporting ------------------------------------------------------------------------------
 
-UNREPORTED = (
-    "GAP: a refresh that fails in the store before reaching Shopify (the re-read "
-    "load_tokens, or taking locked()) emits no event and no log line; only the "
-    "caller's exception and, for loads, statistics().loads_failed show it"
-)
-
 
 @pytest.mark.parametrize("operation", ["load", "lock"])
-@pytest.mark.xfail(strict=True, reason=UNREPORTED)
 async def test_a_refresh_stopped_by_the_store_is_reported(
     operation: str, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -288,7 +288,7 @@ CALLBACK_BUGS: dict[str, tuple[dict[str, Callable[[], Any]], str, set[str]]] = {
         "loaded",
         {"PersistenceError"},
     ),
-    "load returns a dict at the re-read": ({"load_bug": garbage}, "loaded", {"RefreshFailed"}),
+    "load returns a dict at the re-read": ({"load_bug": garbage}, "loaded", {"PersistenceError"}),
     "save raises TypeError": (
         {"save_bug": raises(TypeError("not JSON serializable"))},
         "loaded",
@@ -360,18 +360,9 @@ async def test_a_bug_in_the_token_callback_is_reported_and_contained(
         assert stats_during.loads_failed >= during.refused["PersistenceError"]
 
 
-UNREPORTED_REREAD = (
-    "GAP: a TokenCallback bug met by a refresh's re-read (load_tokens raising a "
-    "TypeError or returning a dict) fails the refresh with no event and no log line; "
-    "a dict is not even recognised as such (the caller sees RefreshFailed "
-    "'failed unexpectedly: AttributeError ...'), unlike on first load"
-)
-
-
 @pytest.mark.parametrize(
     "case", ["load raises TypeError at the re-read", "load returns a dict at the re-read"]
 )
-@pytest.mark.xfail(strict=True, reason=UNREPORTED_REREAD)
 async def test_a_callback_bug_in_a_refresh_is_reported_by_an_event(
     case: str, autojump_clock: trio.testing.MockClock
 ) -> None:
