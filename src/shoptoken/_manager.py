@@ -7,7 +7,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -27,7 +27,7 @@ from ._keys import TokenKey, TokenKind
 from ._policy import RefreshPolicy
 from ._refresher import as_refresher
 from ._rotation import Rotator, secrets_of
-from ._slot import Counters, Slot, TokenManagerStatistics
+from ._slot import Counters, Slot, TokenManagerStatistics, copy_error
 from ._supervisor import Supervisor
 from ._token import Token
 
@@ -202,7 +202,7 @@ class TokenManager:
         """
         self._check_open()
         slot = self._slots.get(key)
-        async with slot.locked() if slot is not None else _nothing():
+        async with slot.locked() if slot is not None else nullcontext():
             delete = getattr(self._callback, "delete_tokens", None)
             if delete is not None:
                 try:
@@ -427,20 +427,6 @@ class TokenManager:
 
 def _usable(token: Token, now: float, policy: RefreshPolicy) -> bool:
     return token.expires_at is None or now < token.expires_at.timestamp() - policy.skew
-
-
-def copy_error(error: Exception) -> Exception:
-    """Return a copy of ``error`` chained to it, for one more caller to raise."""
-    import copy  # noqa: PLC0415 - only on error paths
-
-    clone = copy.copy(error).with_traceback(None)
-    clone.__cause__ = error
-    return clone
-
-
-@asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield
 
 
 @asynccontextmanager

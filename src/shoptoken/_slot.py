@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from ._token import Token
 
 
+def copy_error(error: Exception) -> Exception:
+    """Return a copy of ``error`` chained to it, for one more caller to raise.
+
+    Many callers share one refresh's or load's failure; each raises its own
+    copy, so a thousand waiters do not pile tracebacks onto one object.
+    """
+    clone = copy.copy(error).with_traceback(None)
+    clone.__cause__ = error
+    return clone
+
+
 @attrs.define(eq=False)
 class Flight:
     """One refresh in flight for a key; every waiting caller gets its outcome."""
@@ -28,13 +39,9 @@ class Flight:
     replacing: Token | None = None
 
     def result(self) -> Token:
-        """The finished refresh's token, or raise its error.
-
-        Each caller gets its own copy of the error (chained to the original),
-        so a thousand waiters do not pile tracebacks onto one object.
-        """
+        """The finished refresh's token, or raise (a copy of) its error."""
         if self.error is not None:
-            raise copy.copy(self.error).with_traceback(None) from self.error
+            raise copy_error(self.error)
         assert self.token is not None  # noqa: S101 - set whenever error is None
         return self.token
 
