@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
 
@@ -25,36 +22,12 @@ from benchmarks._node import NodeResult, shop_keys
 from shoptoken.stores import open_store
 from shoptoken.testing import FakeShopify, serve_loopback
 
+from ._store_urls import store_url as temporary_store
+
 ROOT = Path(__file__).parent.parent
 NODES = 4
 SHOPS = 6
 DURATION = 7.0
-DSN = os.environ.get("SHOPTOKEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@asynccontextmanager
-async def _postgres_url() -> AsyncIterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = await trio.to_thread.run_sync(lambda: psycopg.connect(DSN, connect_timeout=3))
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {DSN} is unreachable with CI=true: {type(exc).__name__}")
-        pytest.skip(f"PostgreSQL at {DSN} is unreachable; set SHOPTOKEN_TEST_POSTGRES")
-    schema = f"shoptoken_xproc_{secrets.token_hex(4)}"
-    with conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.commit()
-        try:
-            yield f"{DSN}?schema={schema}"
-        finally:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            conn.commit()
-
-
-@asynccontextmanager
-async def _sqlite_url(tmp_path: Path) -> AsyncIterator[str]:
-    yield f"sqlite:///{tmp_path / 'tokens.db'}"
 
 
 async def _run_node(port: int, store: str, start_at: float, env: dict[str, str]) -> NodeResult:
@@ -94,8 +67,7 @@ async def _run_node(port: int, store: str, start_at: float, env: dict[str, str])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_nodes_refresh_each_shop_once_per_rotation(tmp_path: Path, backend: str) -> None:
     """Four processes on one store: one refresh per shop per rotation, none refused, none lost."""
-    urls = _sqlite_url(tmp_path) if backend == "sqlite" else _postgres_url()
-    async with urls as store_url:
+    async with temporary_store(backend, tmp_path, "shoptoken_xproc") as store_url:
         fake = FakeShopify(access_lifetime=4.0)
         keys = shop_keys(SHOPS)
         env = dict(os.environ, SHOPTOKEN_CLIENT_ID=fake.client_id)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import secrets
 import statistics
 import subprocess
 import sys
@@ -50,11 +49,11 @@ from shoptoken import TokenCallback, TokenKey
 from shoptoken.stores import open_store
 from shoptoken.testing import FakeShopify, LoopbackServer, serve_loopback
 
+from .._store_urls import store_url as shared_store_url
 from . import report
 
 ROOT = Path(__file__).parents[2]
 WORKER = Path(__file__).with_name("_crash_worker.py")
-DSN = os.environ.get("SHOPTOKEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SEED = int(os.environ.get("SHOPTOKEN_CRASH_SEED", "20260828"))
 SHOPS = ["crash-a", "crash-b", "crash-c"]
 #: 2 s tokens refreshed 1-1.3 s before expiry: each shop rotates every 0.7-1 s.
@@ -70,34 +69,10 @@ STEP_TIMEOUT = 20.0
 
 
 @asynccontextmanager
-async def postgres_url() -> AsyncIterator[str]:
-    """A fresh schema on the test server (skipped if unreachable, failed with CI=true)."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = await trio.to_thread.run_sync(lambda: psycopg.connect(DSN, connect_timeout=3))
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {DSN} is unreachable with CI=true: {type(exc).__name__}")
-        pytest.skip(f"PostgreSQL at {DSN} is unreachable; set SHOPTOKEN_TEST_POSTGRES")
-    schema = f"shoptoken_crash_{secrets.token_hex(4)}"
-    with conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.commit()
-        try:
-            yield f"{DSN}?schema={schema}"
-        finally:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            conn.commit()
-
-
-@asynccontextmanager
 async def store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of an empty store of ``backend``."""
-    if backend == "postgres":
-        async with postgres_url() as url:
-            yield url
-    else:
-        yield f"sqlite:///{tmp_path / 'tokens.db'}"
+    async with shared_store_url(backend, tmp_path, "shoptoken_crash") as url:
+        yield url
 
 
 # --- workers --------------------------------------------------------------------------------------
