@@ -34,6 +34,8 @@ class EventKind(enum.Enum):
     REFRESH_FAILED = "shoptoken.refresh.failed"
     REFRESH_ADOPTED = "shoptoken.refresh.adopted"
     """Another task, process or node had refreshed already; its pair was taken."""
+    REFRESH_DEFERRED = "shoptoken.refresh.deferred"
+    """The store's lock was held elsewhere while the token was still valid: looked again later."""
     REAUTHORIZATION_REQUIRED = "shoptoken.reauthorization_required"
     PERSISTENCE_FAILED = "shoptoken.persistence.failed"
     PERSISTENCE_RECOVERED = "shoptoken.persistence.recovered"
@@ -48,6 +50,7 @@ _LEVELS = {
     EventKind.REFRESH_SUCCEEDED: "info",
     EventKind.REFRESH_FAILED: "warning",
     EventKind.REFRESH_ADOPTED: "info",
+    EventKind.REFRESH_DEFERRED: "debug",
     EventKind.REAUTHORIZATION_REQUIRED: "error",
     EventKind.PERSISTENCE_FAILED: "error",
     EventKind.PERSISTENCE_RECOVERED: "info",

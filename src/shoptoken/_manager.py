@@ -231,6 +231,7 @@ class TokenManager:
             refreshes_succeeded=c.refreshes_succeeded,
             refreshes_failed=c.refreshes_failed,
             refreshes_adopted=c.refreshes_adopted,
+            refreshes_deferred=c.refreshes_deferred,
             saves_failed=c.saves_failed,
             saves_pending=sum(1 for s in slots if s.unsaved is not None),
             loads_failed=c.loads_failed,
@@ -361,6 +362,7 @@ class TokenManager:
         # instead of doing datetime arithmetic per call.
         slot.hard_at = _schedule.hard_expiry(token, self._policy)
         slot.dead_at = _schedule.dead_after(token)
+        slot.deferrals = 0
         slot.fresh_until = -math.inf if slot.dead else min(slot.stale_at, slot.hard_at)
         if slot.wake is not None:
             slot.wake.cancel()

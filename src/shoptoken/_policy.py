@@ -64,6 +64,13 @@ class RefreshPolicy:
             this window is refreshed by the sweeper (7 days of the 90).
         sweep_interval: Longest time between sweeper passes (1 h).
         lock_timeout: Timeout of a store's cross-process lock (30 s).
+        stale_lock_timeout: How long a refresh that is not yet urgent (the
+            token is stale but still valid, and not being replaced) waits for
+            the store's lock (0.5 s). Another process or node holding it is
+            rotating that key, or writing: rather than queue, this manager
+            keeps serving its token, looks again after a backoff and adopts
+            the stored pair (``shoptoken.refresh.deferred``). Past the hard
+            expiry, refreshes wait up to ``lock_timeout``.
         shutdown_grace: On leaving the manager, how long an in-flight
             refresh-and-save may still run (10 s).
     """
@@ -83,6 +90,7 @@ class RefreshPolicy:
     keepalive_before: float = _field(7 * 86400.0)
     sweep_interval: float = _field(3600.0, positive=True)
     lock_timeout: float = _field(30.0, positive=True)
+    stale_lock_timeout: float = _field(0.5)
     shutdown_grace: float = _field(10.0)
 
     def __attrs_post_init__(self) -> None:
@@ -94,6 +102,9 @@ class RefreshPolicy:
             raise ValueError(msg)
         if self.retry_max < self.retry_initial:
             msg = "RefreshPolicy.retry_max must be >= retry_initial"
+            raise ValueError(msg)
+        if self.stale_lock_timeout > self.lock_timeout:
+            msg = "RefreshPolicy.stale_lock_timeout must be <= lock_timeout"
             raise ValueError(msg)
         cap = self.max_concurrent_refreshes
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:

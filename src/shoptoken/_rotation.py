@@ -20,6 +20,7 @@ import trio
 
 from . import _schedule
 from ._errors import (
+    LockTimeout,
     NoToken,
     PersistenceError,
     ReauthorizationRequired,
@@ -30,6 +31,7 @@ from ._events import EventKind, describe
 from ._slot import Flight, Slot
 
 if TYPE_CHECKING:
+    from ._callback import LockedToken
     from ._manager import TokenManager
     from ._token import Token
 
@@ -106,16 +108,16 @@ class Rotator:
                     raise
                 save = functools.partial(self._manager._callback.save_tokens, key)
                 return await self._decide(slot, stored, save, reason, replacing)
-            handle_cm = locked(key, timeout=self._manager._policy.lock_timeout)
-            try:
-                handle = await handle_cm.__aenter__()
-            except ShopTokenError as exc:
-                self._store_stopped(slot, exc, reason)
-                raise
-            except Exception as exc:
-                error = PersistenceError(f"locking {key} failed: {describe(exc)}", key=key)
-                self._store_stopped(slot, error, reason)
-                raise error from exc
+            urgent = replacing is not None or not self._still_valid(slot)
+            if not urgent and slot.deferrals:
+                # Left to another holder last time: its pair is likely stored by now.
+                adopted = await self._adopt_stored(slot, reason)
+                if adopted is not None:
+                    return adopted
+            entered = await self._enter_store_lock(slot, locked, reason, urgent=urgent)
+            if entered is None:
+                return self._defer(slot, reason)
+            handle_cm, handle = entered
             refreshed: list[Token] = []
             try:
                 token = await self._decide(
@@ -130,6 +132,84 @@ class Rotator:
                 if refreshed and slot.unsaved is None:
                     self.save_failed(slot, refreshed[0], exc)
             return token
+
+    def _still_valid(self, slot: Slot) -> bool:
+        """Whether the slot's own token may still be served (so a refresh can wait)."""
+        now = self._manager._clock()
+        return slot.unsaved is None and not slot.dead and now < min(slot.hard_at, slot.dead_at)
+
+    async def _enter_store_lock(
+        self, slot: Slot, locked: Callable[..., Any], reason: str, *, urgent: bool
+    ) -> tuple[Any, LockedToken] | None:
+        """Enter the store's lock; None if a refresh that is not urgent leaves it to its holder.
+
+        An urgent refresh (the token is hard-expired or being replaced) waits
+        up to ``lock_timeout``; any other waits ``stale_lock_timeout``: the
+        holder is most likely another node rotating this very key, and
+        queueing behind it would only hold a pooled connection.
+        """
+        policy = self._manager._policy
+        key = slot.key
+        while True:
+            timeout = policy.lock_timeout if urgent else policy.stale_lock_timeout
+            handle_cm = locked(key, timeout=timeout)
+            try:
+                return handle_cm, await handle_cm.__aenter__()
+            except LockTimeout as exc:
+                if not urgent:
+                    if self._still_valid(slot):
+                        return None
+                    urgent = True  # the token expired while we waited: now we queue
+                    continue
+                self._store_stopped(slot, exc, reason)
+                raise
+            except ShopTokenError as exc:
+                self._store_stopped(slot, exc, reason)
+                raise
+            except Exception as exc:
+                error = PersistenceError(f"locking {key} failed: {describe(exc)}", key=key)
+                self._store_stopped(slot, error, reason)
+                raise error from exc
+
+    async def _adopt_stored(self, slot: Slot, reason: str) -> Token | None:
+        """Read the store without its lock; adopt a fresh pair another holder saved."""
+        manager = self._manager
+        try:
+            stored = await manager._load(slot.key)
+        except PersistenceError as exc:
+            self._store_stopped(slot, exc, reason)
+            raise
+        if stored is None or stored == slot.token:
+            return None
+        stale_at = _schedule.refresh_at(stored, slot.key, manager._policy)
+        state = _schedule.classify(stored, manager._clock(), stale_at, manager._policy)
+        if state is not _schedule.Freshness.FRESH:
+            return None
+        self._adopt(slot, stored, reason)
+        return stored
+
+    def _adopt(self, slot: Slot, token: Token, reason: str) -> None:
+        """Take a pair another task, process or node stored (no request of ours)."""
+        manager = self._manager
+        manager._install(slot, token)
+        manager._counters.refreshes_adopted += 1
+        manager._emit(EventKind.REFRESH_ADOPTED, slot, expires_at=token.expires_at, reason=reason)
+
+    def _defer(self, slot: Slot, reason: str) -> Token:
+        """Serve the still-valid token and look again after a backoff (never past hard expiry)."""
+        manager = self._manager
+        slot.deferrals += 1
+        now = manager._clock()
+        delay = _schedule.backoff(slot.deferrals, manager._policy, rand=manager._rng.random())
+        delay = min(delay, slot.hard_at - now)
+        slot.stale_at = now + delay
+        manager._reset_fresh_until(slot)
+        manager._counters.refreshes_deferred += 1
+        manager._emit(
+            EventKind.REFRESH_DEFERRED, slot, reason=reason, retry_in=delay, attempt=slot.deferrals
+        )
+        assert slot.token is not None  # noqa: S101 - _still_valid held
+        return slot.token
 
     def _store_stopped(self, slot: Slot, exc: ShopTokenError, reason: str) -> None:
         """Report a refresh the store stopped before Shopify was asked (re-read or lock).
@@ -171,11 +251,7 @@ class Rotator:
             raise ReauthorizationRequired(f"{key} expired and cannot be refreshed", key=key)
         if not forced and state in (_schedule.Freshness.FRESH, _schedule.Freshness.NON_EXPIRING):
             if base != slot.token:
-                self._manager._install(slot, base)
-                self._manager._counters.refreshes_adopted += 1
-                self._manager._emit(
-                    EventKind.REFRESH_ADOPTED, slot, expires_at=base.expires_at, reason=reason
-                )
+                self._adopt(slot, base, reason)
             return base
         return await self._rotate(slot, base, save, reason, refreshed=refreshed)
 
@@ -274,9 +350,7 @@ class Rotator:
             if stored is not None and _newer(stored, token):
                 if slot.unsaved is token:
                     slot.unsaved = None
-                manager._install(slot, stored)
-                manager._counters.refreshes_adopted += 1
-                manager._emit(EventKind.REFRESH_ADOPTED, slot, reason="superseded while unsaved")
+                self._adopt(slot, stored, "superseded while unsaved")
                 return True
             await handle.save(token)
         return False

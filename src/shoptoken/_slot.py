@@ -73,6 +73,8 @@ class Slot:
     running: bool = False
     wake: trio.CancelScope | None = None
     crashes: int = 0
+    #: Consecutive refreshes left to another lock holder (reset by a new token).
+    deferrals: int = 0
 
     @asynccontextmanager
     async def locked(self) -> AsyncIterator[None]:
@@ -115,6 +117,8 @@ class TokenManagerStatistics:
         refreshes_failed: Refresh requests that failed (any reason).
         refreshes_adopted: Refreshes avoided because the store already had a
             newer pair (refreshed by another task, process or node).
+        refreshes_deferred: Refreshes of a still-valid token left to another
+            holder of the store's lock, to be looked at again after a backoff.
         saves_failed: Failed attempts to persist a rotated pair.
         saves_pending: Rotated pairs held in memory until a save lands.
         loads_failed: Failed ``load_tokens`` calls.
@@ -130,6 +134,7 @@ class TokenManagerStatistics:
     refreshes_succeeded: int
     refreshes_failed: int
     refreshes_adopted: int
+    refreshes_deferred: int
     saves_failed: int
     saves_pending: int
     loads_failed: int
@@ -144,6 +149,7 @@ class Counters:
     refreshes_succeeded: int = 0
     refreshes_failed: int = 0
     refreshes_adopted: int = 0
+    refreshes_deferred: int = 0
     saves_failed: int = 0
     loads_failed: int = 0
     stale_served: int = 0

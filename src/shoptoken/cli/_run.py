@@ -54,6 +54,7 @@ _CUMULATIVE: Final = (
     "refreshes_succeeded",
     "refreshes_failed",
     "refreshes_adopted",
+    "refreshes_deferred",
     "saves_failed",
     "loads_failed",
     "stale_served",
