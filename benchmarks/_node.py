@@ -60,6 +60,7 @@ async def node(args: argparse.Namespace) -> NodeResult:
         retry_initial=0.05,
         retry_max=0.5,
         lock_timeout=args.lock_timeout,
+        node_spread=args.node_spread,
     )
     latencies: list[float] = []
     errors: Counter[str] = Counter()
@@ -74,6 +75,10 @@ async def node(args: argparse.Namespace) -> NodeResult:
         open_token_manager(oauth, store, policy=policy) as tokens,
         httpx.AsyncClient(transport=LoopbackTransport(args.port), timeout=10) as shop_api,
     ):
+        if args.warm:
+            # Every shop active (loaded, its refresher running) before the clock starts.
+            for key in keys:
+                await tokens.valid_token(key)
         # Start together: the parent gives every node the same wall time.
         await trio.sleep(max(0.0, args.start_at - time.time()))
         deadline = trio.current_time() + args.duration
@@ -123,6 +128,8 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=1.0)
     parser.add_argument("--skew", type=float, default=0.5)
     parser.add_argument("--lock-timeout", type=float, default=10.0)
+    parser.add_argument("--node-spread", type=float, default=0.0)
+    parser.add_argument("--warm", action="store_true", help="activate every shop before starting")
     parser.add_argument("--pause", type=float, default=0.01)
     parser.add_argument("--api", action="store_true")
     args = parser.parse_args()

@@ -14,8 +14,10 @@ import os
 import secrets
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import attrs
 import trio
 
 from shoptoken.stores import open_store
@@ -34,7 +36,8 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
     schema = f"shoptoken_bench_{secrets.token_hex(4)}"
     refresh_before, jitter = lifetime * 0.4, lifetime * 0.1
     # Every shop rotates about every (lifetime - refresh_before - jitter/2).
-    duration = rotations * (lifetime - refresh_before - jitter / 2)
+    period = lifetime - refresh_before - jitter / 2
+    duration = rotations * period
     conn = await trio.to_thread.run_sync(lambda: psycopg.connect(DSN, autocommit=True))
     conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
@@ -47,9 +50,16 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
         results: list[NodeResult] = []
         async with serve_loopback(fake) as server, open_store(store_url) as store:
             await store.create_schema()  # type: ignore[attr-defined]  # a PostgresStore
-            for key in keys:
-                await store.save_tokens(key, fake.install(key.shop))
-            start_at = time.time() + 2.0 + nodes * 0.15
+            # Time for every node to start and load its shops first (--warm).
+            start_at = time.time() + 5.0 + nodes * 1.0
+            # Steady state from the first second: first rotations spread evenly
+            # over one period, as in a fleet installed over time (the fake's own
+            # record of the access token's expiry does not matter here).
+            for i, key in enumerate(keys):
+                expires = start_at + refresh_before + jitter + period * i / shops
+                token = fake.install(key.shop)
+                moved = attrs.evolve(token, expires_at=datetime.fromtimestamp(expires, UTC))
+                await store.save_tokens(key, moved)
 
             async def run() -> None:
                 done = await trio.run_process(
@@ -75,6 +85,9 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
                         str(jitter),
                         "--skew",
                         str(lifetime * 0.05),
+                        "--node-spread",
+                        str(jitter),
+                        "--warm",
                         "--pause",
                         "0.005",
                     ],

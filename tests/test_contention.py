@@ -103,8 +103,8 @@ async def test_two_managers_due_together_rotate_once(
             for m in (first, second)
         )
         assert counts == [(0, 1), (1, 0)]
-        # The loser never queued for the winner's 3 s: it tried for 0.5 s, came
-        # back 1 s later (the winner still busy), tried 0.5 s, and 2 s later
+        # The loser never queued for the winner's 3 s: it tried for 0.05 s, came
+        # back 1 s later (the winner still busy), tried again, and 2 s later
         # read the winner's pair without the lock.
         deferred = [e for log in events for e in log if e.kind is EventKind.REFRESH_DEFERRED]
         assert [e.retry_in for e in deferred] == [1, 2]
@@ -184,4 +184,66 @@ def test_stale_lock_timeout_is_validated() -> None:
         RefreshPolicy(stale_lock_timeout=-1)
     with pytest.raises(ValueError, match="stale_lock_timeout"):
         RefreshPolicy(stale_lock_timeout=10, lock_timeout=5)
-    assert RefreshPolicy().stale_lock_timeout == 0.5
+    assert RefreshPolicy().stale_lock_timeout == 0.05
+
+
+async def test_node_spread_lets_the_other_nodes_adopt_without_the_lock(
+    clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With node_spread, nodes wake apart: one rotates under the lock, the rest just read."""
+    endpoint = FakeShopify(clock=clock, latency=0.2)
+    store = FlakyStore()
+    token = await installed(endpoint, store)
+    due = _stale_at(token, RefreshPolicy())
+    rotated_at: list[float] = []
+
+    def hook(event: TokenEvent) -> None:
+        if event.kind in (EventKind.REFRESH_SUCCEEDED, EventKind.REFRESH_ADOPTED):
+            rotated_at.append(clock())
+
+    async with (
+        manager(endpoint, clock, store, events=[], node_spread=30) as first,
+        manager(endpoint, clock, store, events=[], node_spread=30) as second,
+        manager(endpoint, clock, store, events=[], node_spread=30) as third,
+    ):
+        nodes = (first, second, third)
+        for node in nodes:
+            node._emitter.hooks.append(hook)  # one hook on all three managers
+            await node.valid_token(KEY)
+        await trio.sleep(due - clock() + 30)
+        assert len(rotated_at) == 3
+        assert all(due <= when < due + 30.2 for when in rotated_at)
+        stats = [node.statistics() for node in nodes]
+        assert sorted(s.refreshes_succeeded for s in stats) == [0, 0, 1]
+        assert sorted(s.refreshes_adopted for s in stats) == [0, 1, 1]
+        assert sum(s.refreshes_deferred for s in stats) == 0
+        assert store.locks == 1  # only the first to wake took the lock
+        assert len({await node.valid_token(KEY) for node in nodes}) == 1
+    assert endpoint.refreshes[SHOP] == 1
+
+
+async def test_node_spread_is_capped_before_the_hard_expiry(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An offset larger than the time left is capped at half of it: never past hard expiry."""
+    store = MemoryStore()
+    token = await installed(endpoint, store)
+    policy = RefreshPolicy(node_spread=10_000)
+    assert token.expires_at is not None
+    due, hard = _stale_at(token, policy), token.expires_at.timestamp() - policy.skew
+    started: list[float] = []
+
+    def hook(event: TokenEvent) -> None:
+        if event.kind is EventKind.REFRESH_STARTED:
+            started.append(clock())
+
+    async with (
+        endpoint.oauth(clock=clock) as oauth,
+        open_token_manager(oauth, store, policy=policy, clock=clock, hooks=[hook]) as tokens,
+    ):
+        await tokens.valid_token(KEY)
+        await trio.sleep(hard - clock())
+        assert len(started) == 1
+        assert due <= started[0] <= (due + hard) / 2
+    with pytest.raises(ValueError, match="node_spread"):
+        RefreshPolicy(node_spread=-1)

@@ -28,7 +28,7 @@ from ._policy import RefreshPolicy
 from ._refresher import as_refresher
 from ._rotation import Rotator, secrets_of
 from ._slot import Counters, Slot, TokenManagerStatistics, copy_error
-from ._supervisor import Supervisor
+from ._supervisor import Supervisor, wake
 from ._token import Token
 
 if TYPE_CHECKING:
@@ -99,7 +99,11 @@ class TokenManager:
 
     async def _valid_token_slow(self, key: TokenKey) -> Token:
         slot = self._slots.get(key)
-        if slot is None or not slot.loaded or self._closed:
+        # A first use awaits the store's load (or another caller's), which is
+        # its checkpoint: a fleet's start then takes one scheduler pass per
+        # key, not two.
+        loads = slot is None or not slot.loaded
+        if slot is None or loads or self._closed:
             slot = await self._activate(key, use=True)
         else:
             # Loaded: skip a coroutine level (a herd of callers joins here).
@@ -115,7 +119,8 @@ class TokenManager:
             if flight is not None and flight.replacing is not None and flight.replacing == token:
                 # A forced refresh is rotating this very token: wait for its successor.
                 return await self._rotator.refresh(slot, reason="forced")
-            await trio.lowlevel.checkpoint()
+            if not loads:
+                await trio.lowlevel.checkpoint()
             return token
         if state is _schedule.Freshness.DEAD:
             self._mark_dead(slot, "refresh token expired")
@@ -275,6 +280,9 @@ class TokenManager:
             if not slot.loaded:
                 loading = slot.loading
                 if loading is not None:
+                    if loading is True:
+                        # The Event exists only once a second caller waits.
+                        slot.loading = loading = trio.Event()
                     await loading.wait()
                     if slot.load_error is not None:
                         # We waited on a failed load: share its outcome.
@@ -283,12 +291,13 @@ class TokenManager:
                 # The first caller loads; later ones wait on the Event. Not the
                 # slot's Lock: acquiring a trio.Lock, even a free one, costs a
                 # scheduler pass, and a fleet's first uses pay it 100,000 times.
-                slot.loading = loading = trio.Event()
+                slot.loading = True
                 try:
                     await self._load_into(slot)
                 finally:
-                    slot.loading = None
-                    loading.set()
+                    waiters, slot.loading = slot.loading, None
+                    if waiters is not True and waiters is not None:
+                        waiters.set()
             else:
                 # No checkpoint here: every caller reaches one soon after (the
                 # wait for a refresh, or _valid_token_slow's own), and a herd
@@ -357,15 +366,19 @@ class TokenManager:
     def _install(self, slot: Slot, token: Token, *, obtained_at: float | None = None) -> None:
         """Make ``token`` the slot's current token and reschedule its refresher."""
         slot.token = token
-        slot.stale_at = _schedule.refresh_at(token, slot.key, self._policy, obtained_at=obtained_at)
         # Epoch floats, computed once per token: the slow path compares these
         # instead of doing datetime arithmetic per call.
-        slot.hard_at = _schedule.hard_expiry(token, self._policy)
-        slot.dead_at = _schedule.dead_after(token)
+        stale_at, slot.hard_at, slot.dead_at = _schedule.times(
+            token, slot.key, self._policy, obtained_at=obtained_at
+        )
+        spread = self._policy.node_spread
+        if spread and stale_at < slot.hard_at:
+            # This node's own delay: nodes sharing a store do not all wake at once.
+            stale_at += min(self._rng.random() * spread, (slot.hard_at - stale_at) / 2)
+        slot.stale_at = stale_at
         slot.deferrals = 0
         slot.fresh_until = -math.inf if slot.dead else min(slot.stale_at, slot.hard_at)
-        if slot.wake is not None:
-            slot.wake.cancel()
+        wake(slot)
 
     def _register_critical(self, scope: trio.CancelScope) -> None:
         """Track a shielded refresh-or-save scope, bounded once the manager closes."""
@@ -390,14 +403,12 @@ class TokenManager:
             slot.dead = True
             slot.fresh_until = -math.inf
             self._emit(EventKind.REAUTHORIZATION_REQUIRED, slot, error=why)
-        if slot.wake is not None:
-            slot.wake.cancel()
+        wake(slot)
 
     def _retire(self, slot: Slot) -> None:
         """Stop everything running for a slot that left ``_slots``."""
         slot.fresh_until = -math.inf
-        if slot.wake is not None:
-            slot.wake.cancel()  # its refresher wakes, sees the slot gone, and ends
+        wake(slot)  # its refresher wakes, sees the slot gone, and ends
 
     def _emit(self, kind: EventKind, slot: Slot, **fields: Any) -> None:
         self._emitter.emit(TokenEvent(kind=kind, key=slot.key, **fields))
@@ -477,6 +488,7 @@ async def open_token_manager(
             background,
         )
         background.start_soon(manager._supervisor.sweep)
+        background.start_soon(manager._supervisor.run_alarms)
         try:
             yield manager
         except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped

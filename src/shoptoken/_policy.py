@@ -66,11 +66,18 @@ class RefreshPolicy:
         lock_timeout: Timeout of a store's cross-process lock (30 s).
         stale_lock_timeout: How long a refresh that is not yet urgent (the
             token is stale but still valid, and not being replaced) waits for
-            the store's lock (0.5 s). Another process or node holding it is
+            the store's lock (0.05 s). Another process or node holding it is
             rotating that key, or writing: rather than queue, this manager
             keeps serving its token, looks again after a backoff and adopts
             the stored pair (``shoptoken.refresh.deferred``). Past the hard
             expiry, refreshes wait up to ``lock_timeout``.
+        node_spread: For several processes or nodes sharing one store: each
+            manager delays each key's refresh by its own random offset in
+            ``[0, node_spread)`` (capped at half the time left before hard
+            expiry). The first to wake rotates; the others, waking later,
+            find the new pair with a plain read of the store and adopt it,
+            without the lock (0: off, every node wakes at the same moment).
+            A few tens of seconds suits Shopify's 300 s lead.
         shutdown_grace: On leaving the manager, how long an in-flight
             refresh-and-save may still run (10 s).
     """
@@ -90,8 +97,9 @@ class RefreshPolicy:
     keepalive_before: float = _field(7 * 86400.0)
     sweep_interval: float = _field(3600.0, positive=True)
     lock_timeout: float = _field(30.0, positive=True)
-    stale_lock_timeout: float = _field(0.5)
+    stale_lock_timeout: float = _field(0.05)
     shutdown_grace: float = _field(10.0)
+    node_spread: float = _field(0.0)
 
     def __attrs_post_init__(self) -> None:
         if self.retry_jitter > 1:

@@ -109,8 +109,10 @@ class Rotator:
                 save = functools.partial(self._manager._callback.save_tokens, key)
                 return await self._decide(slot, stored, save, reason, replacing)
             urgent = replacing is not None or not self._still_valid(slot)
-            if not urgent and slot.deferrals:
-                # Left to another holder last time: its pair is likely stored by now.
+            if not urgent:
+                # Another process or node may have rotated already (or be
+                # rotating, if we left it the lock last time): a plain read
+                # finds its pair without queueing for the lock.
                 adopted = await self._adopt_stored(slot, reason)
                 if adopted is not None:
                     return adopted
@@ -172,13 +174,16 @@ class Rotator:
                 raise error from exc
 
     async def _adopt_stored(self, slot: Slot, reason: str) -> Token | None:
-        """Read the store without its lock; adopt a fresh pair another holder saved."""
+        """Read the store without its lock; adopt a fresh pair another holder saved.
+
+        Only a shortcut: when the read fails or finds nothing new, the
+        refresh goes on under the lock, which re-reads (and reports).
+        """
         manager = self._manager
         try:
             stored = await manager._load(slot.key)
-        except PersistenceError as exc:
-            self._store_stopped(slot, exc, reason)
-            raise
+        except PersistenceError:
+            return None  # counted in loads_failed; the locked re-read decides (and reports)
         if stored is None or stored == slot.token:
             return None
         stale_at = _schedule.refresh_at(stored, slot.key, manager._policy)

@@ -74,17 +74,33 @@ def refresh_at(
         token without a refresh token this is its hard-expiry time (it
         cannot be renewed, only served until then).
     """
+    return times(token, key, policy, obtained_at=obtained_at)[0]
+
+
+def times(
+    token: Token,
+    key: TokenKey,
+    policy: RefreshPolicy,
+    *,
+    obtained_at: float | None = None,
+) -> tuple[float, float, float]:
+    """Return ``token``'s `refresh_at`, `hard_expiry` and `dead_after` at once.
+
+    Each datetime is converted once: the manager computes these for every
+    token it installs (100,000 of them when a fleet starts).
+    """
+    rte = token.refresh_token_expires_at
+    dead = math.inf if rte is None else _epoch(rte)
     if token.expires_at is None:
-        return math.inf
+        return math.inf, math.inf, dead
     expires = _epoch(token.expires_at)
+    hard = expires - policy.skew
     if token.refresh_token is None:
-        return expires - policy.skew
+        return hard, hard, dead
     stale = expires - policy.refresh_before - jitter_offset(key, policy.jitter)
     if obtained_at is not None:
         stale = max(stale, obtained_at + (expires - obtained_at) / 2)
-    if token.refresh_token_expires_at is not None:
-        stale = min(stale, _epoch(token.refresh_token_expires_at))
-    return stale
+    return min(stale, dead), hard, dead
 
 
 def classify(token: Token, now: float, stale_at: float, policy: RefreshPolicy) -> Freshness:

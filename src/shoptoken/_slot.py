@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import trio
@@ -67,11 +67,14 @@ class Slot:
     _lock: trio.Lock | None = attrs.field(default=None, init=False)
     flight: Flight | None = None
     load_error: Exception | None = None
-    loading: trio.Event | None = None
+    #: While a first load runs: True, or the Event its waiters wait on.
+    loading: trio.Event | Literal[True] | None = None
     unsaved: Token | None = None
     saving: bool = False
     running: bool = False
-    wake: trio.CancelScope | None = None
+    #: The refresher task while it sleeps, and until when (trio time; nan when awake).
+    sleeper: trio.lowlevel.Task | None = None
+    sleep_until: float = math.nan
     crashes: int = 0
     #: Consecutive refreshes left to another lock holder (reset by a new token).
     deferrals: int = 0
@@ -91,6 +94,12 @@ class Slot:
         # release() hands a contended lock straight to a waiter: keep it then.
         if self._lock is lock and not lock.locked() and not lock.statistics().tasks_waiting:
             self._lock = None
+
+    def abort_sleep(self, _: object) -> trio.lowlevel.Abort:
+        """Let the sleeping refresher be cancelled (the manager is closing)."""
+        self.sleeper = None
+        self.sleep_until = math.nan
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def busy(self) -> bool:
         """True while the slot must stay in memory (work or an unsaved pair)."""

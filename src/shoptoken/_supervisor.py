@@ -1,11 +1,17 @@
-"""Supervisor: one refresher task per active key, and the keep-alive sweeper.
+"""Supervisor: one refresher task per active key, its alarm clock, and the keep-alive sweeper.
 
 A refresher task only sleeps until its key's refresh time and asks the
 manager to refresh; every decision stays in the manager and `_schedule`.
+
+The refresher tasks sleep on one shared alarm clock (a heap of wake times
+served by a single task) rather than each in its own timed cancel scope: a
+fleet of 100,000 tasks then costs no cancel scope, cancel status or pair of
+sets per task, which makes them smaller and quicker to start.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from contextlib import aclosing
 from typing import TYPE_CHECKING
@@ -24,11 +30,20 @@ if TYPE_CHECKING:
     from ._slot import Slot
 
 
+#: A heap entry: wake time (trio clock), a tie-breaker, the sleeping slot.
+_Alarm = tuple[float, int, "Slot"]
+
+
 @attrs.define(eq=False)
 class Supervisor:
     """Starts, restarts and parks the refresher tasks of one `TokenManager`."""
 
     _manager: TokenManager
+    _alarms: list[_Alarm] = attrs.field(factory=list, init=False)
+    _sleeping: int = attrs.field(default=0, init=False)
+    _ticket: int = attrs.field(default=0, init=False)
+    #: The alarm task's own sleep, until the earliest alarm (None until it runs).
+    _timer: trio.CancelScope | None = attrs.field(default=None, init=False)
 
     def start(self, slot: Slot) -> None:
         """Start the key's refresher task unless it runs or has nothing to do."""
@@ -78,13 +93,7 @@ class Supervisor:
                     if wake_at is None:
                         return  # parked
                     if now < wake_at:
-                        deadline = trio.current_time() + (wake_at - now)
-                        with trio.CancelScope(deadline=deadline) as wake:
-                            slot.wake = wake
-                            try:
-                                await trio.lowlevel.wait_task_rescheduled(_until_cancelled)
-                            finally:
-                                slot.wake = None
+                        await self._sleep(slot, trio.current_time() + (wake_at - now))
                         continue  # re-read everything: woken early, or the wall clock moved
                     try:
                         await manager._rotator.refresh(
@@ -121,6 +130,41 @@ class Supervisor:
                     await trio.sleep(delay)
         finally:
             slot.running = False
+
+    # -- the alarm clock -------------------------------------------------------
+
+    async def _sleep(self, slot: Slot, deadline: float) -> None:
+        """Sleep until ``deadline`` (trio time) or until `wake` is called for the slot."""
+        self._ticket += 1
+        heapq.heappush(self._alarms, (deadline, self._ticket, slot))
+        timer = self._timer
+        if timer is not None and deadline < timer.deadline:
+            timer.deadline = deadline
+        slot.sleeper = trio.lowlevel.current_task()
+        slot.sleep_until = deadline
+        self._sleeping += 1
+        try:
+            await trio.lowlevel.wait_task_rescheduled(slot.abort_sleep)
+        finally:
+            self._sleeping -= 1
+
+    async def run_alarms(self) -> None:
+        """Wake each sleeping refresher at its time (runs until cancelled)."""
+        alarms = self._alarms
+        while True:
+            now = trio.current_time()
+            while alarms and alarms[0][0] <= now:
+                deadline, _, slot = heapq.heappop(alarms)
+                # An entry is stale once its sleep ended early (woken, cancelled).
+                if slot.sleep_until == deadline:
+                    wake(slot)
+            if len(alarms) > 2 * self._sleeping + 64:
+                # Keys woken early (new token, forgotten) left entries behind.
+                self._alarms[:] = [a for a in alarms if a[2].sleep_until == a[0]]
+                heapq.heapify(alarms)
+            with trio.CancelScope(deadline=alarms[0][0] if alarms else math.inf) as timer:
+                self._timer = timer
+                await trio.sleep_forever()
 
     def _next_wake(self, slot: Slot, now: float, retry_at: float | None) -> float | None:
         """When the refresher should next act; None once the key has parked."""
@@ -175,5 +219,10 @@ class Supervisor:
             manager.park(slot)
 
 
-def _until_cancelled(_: object) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.SUCCEEDED
+def wake(slot: Slot) -> None:
+    """Wake the slot's refresher task now if it sleeps (to reschedule, or to stop)."""
+    task = slot.sleeper
+    if task is not None:
+        slot.sleeper = None
+        slot.sleep_until = math.nan
+        trio.lowlevel.reschedule(task)
