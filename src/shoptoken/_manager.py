@@ -125,16 +125,30 @@ class TokenManager:
         if state is _schedule.Freshness.DEAD:
             self._mark_dead(slot, "refresh token expired")
             raise ReauthorizationRequired(f"refresh token of {key} has expired", key=key)
+        if (
+            state is _schedule.Freshness.STALE
+            and now < slot.retry_at
+            and slot.last_error is not None
+            and slot.flight is None
+        ):
+            # Its last refresh failed moments ago: honour the backoff (and
+            # Shopify's Retry-After) instead of asking again on every call.
+            if self._policy.stale_while_error:
+                return self._serve_stale(slot, token, slot.last_error)
+            raise copy_error(slot.last_error)
         if state is _schedule.Freshness.EXPIRED or not self._policy.stale_while_error:
             return await self._rotator.refresh(slot, reason=state.value)
         try:
             return await self._rotator.refresh(slot, reason=state.value)
         except (RefreshFailed, LockTimeout, PersistenceError) as exc:
             if _usable(token, self._clock(), self._policy):
-                self._counters.stale_served += 1
-                self._emit(EventKind.STALE_SERVED, slot, error=describe(exc))
-                return token
+                return self._serve_stale(slot, token, exc)
             raise
+
+    def _serve_stale(self, slot: Slot, token: Token, error: Exception) -> Token:
+        self._counters.stale_served += 1
+        self._emit(EventKind.STALE_SERVED, slot, error=describe(error))
+        return token
 
     # -- the rest of the public API -------------------------------------------
 
@@ -338,9 +352,13 @@ class TokenManager:
             del self._slots[slot.key]
 
     async def _load(self, key: TokenKey) -> Token | None:
-        """Re-read a key's stored token (before a refresh), checked as a first load is."""
+        """Re-read a key's stored token (before a refresh), checked as a first load is.
+
+        Bounded by ``store_timeout``: a refresh must not wait forever on a store.
+        """
         try:
-            token = await self._callback.load_tokens(key)
+            with trio.fail_after(self._policy.store_timeout):
+                token = await self._callback.load_tokens(key)
         except Exception as exc:
             self._counters.loads_failed += 1
             raise PersistenceError(
@@ -376,7 +394,8 @@ class TokenManager:
             # This node's own delay: nodes sharing a store do not all wake at once.
             stale_at += min(self._rng.random() * spread, (slot.hard_at - stale_at) / 2)
         slot.stale_at = stale_at
-        slot.deferrals = 0
+        slot.deferrals = slot.failures = 0
+        slot.last_error, slot.retry_at = None, -math.inf
         slot.fresh_until = -math.inf if slot.dead else min(slot.stale_at, slot.hard_at)
         wake(slot)
 

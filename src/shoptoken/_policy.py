@@ -71,6 +71,11 @@ class RefreshPolicy:
             keeps serving its token, looks again after a backoff and adopts
             the stored pair (``shoptoken.refresh.deferred``). Past the hard
             expiry, refreshes wait up to ``lock_timeout``.
+        store_timeout: Longest a refresh waits for one ``load_tokens`` (the
+            re-read) or ``save_tokens`` call (60 s). A re-read that hangs
+            fails the refresh; a save that hangs counts as a failed save: the
+            pair is served from memory and the save retried. First loads are
+            not bounded: their caller's own cancel scope bounds them.
         node_spread: For several processes or nodes sharing one store: each
             manager delays each key's refresh by its own random offset in
             ``[0, node_spread)`` (capped at half the time left before hard
@@ -100,6 +105,7 @@ class RefreshPolicy:
     stale_lock_timeout: float = _field(0.05)
     shutdown_grace: float = _field(10.0)
     node_spread: float = _field(0.0)
+    store_timeout: float = _field(60.0, positive=True)
 
     def __attrs_post_init__(self) -> None:
         if self.retry_jitter > 1:

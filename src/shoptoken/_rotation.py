@@ -87,9 +87,33 @@ class Rotator:
                     )
                 if slot.flight is flight:
                     slot.flight = None
-                if flight.error is not None and slot.fresh_until == -math.inf:
-                    self._manager._reset_fresh_until(slot)
+                if flight.error is not None:
+                    self._note_failure(slot, flight.error)
+                    if slot.fresh_until == -math.inf:
+                        self._manager._reset_fresh_until(slot)
+                else:  # a new pair, an adopted one, or a deferral: no failure streak
+                    slot.failures, slot.last_error, slot.retry_at = 0, None, -math.inf
                 flight.done.set()
+
+    def _note_failure(self, slot: Slot, error: Exception) -> None:
+        """Remember a failed refresh and when the key may be tried again (backoff, Retry-After).
+
+        The refresher task sleeps until then; callers of a still-valid stale
+        token get this failure (or, with ``stale_while_error``, the token)
+        without a new request until then.
+        """
+        if isinstance(error, ReauthorizationRequired | NoToken):
+            return
+        manager = self._manager
+        slot.failures += 1
+        delay = _schedule.backoff(
+            slot.failures,
+            manager._policy,
+            rand=manager._rng.random(),
+            retry_after=getattr(error, "retry_after", None),
+        )
+        slot.last_error = error
+        slot.retry_at = manager._clock() + delay
 
     async def _refresh_locked(self, slot: Slot, reason: str, replacing: Token | None) -> Token:
         key = slot.key
@@ -290,8 +314,9 @@ class Rotator:
             refreshed.append(new)
         self._manager._counters.refreshes_succeeded += 1
         try:
-            await save(new)
-        except Exception as exc:  # noqa: BLE001 - any store failure: keep the pair, retry the save
+            with trio.fail_after(self._manager._policy.store_timeout):
+                await save(new)
+        except Exception as exc:  # noqa: BLE001 - any store failure (or a hang): keep the pair, retry the save
             self.save_failed(slot, new, exc)
         else:
             slot.unsaved = None
@@ -330,8 +355,9 @@ class Rotator:
         token = slot.unsaved
         assert token is not None  # noqa: S101 - only called with a pending pair
         try:
-            if await self._save_unless_superseded(slot, token):
-                return True
+            with trio.fail_after(self._manager._policy.store_timeout):
+                if await self._save_unless_superseded(slot, token):
+                    return True
         except Exception as exc:  # noqa: BLE001 - reported, retried later
             self._manager._counters.saves_failed += 1
             self._manager._emit(

@@ -78,6 +78,11 @@ class Slot:
     crashes: int = 0
     #: Consecutive refreshes left to another lock holder (reset by a new token).
     deferrals: int = 0
+    #: Consecutive failed refreshes, the last failure, and the wall time before
+    #: which it is not retried (backoff, or Shopify's Retry-After); reset by a new token.
+    failures: int = 0
+    last_error: Exception | None = None
+    retry_at: float = -math.inf
 
     @asynccontextmanager
     async def locked(self) -> AsyncIterator[None]:

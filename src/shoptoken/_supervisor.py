@@ -66,15 +66,14 @@ class Supervisor:
     async def _refresher(self, slot: Slot) -> None:
         """Sleep until the key is due, refresh it, repeat; restart after a crash.
 
-        One flat frame and one cancel scope (the sleep's, which is also how
-        the task is woken to reschedule or to stop): this task exists once
-        per active key, so its size is the fleet's size. It ends when the key
-        parks, is forgotten or needs re-authorization.
+        One flat frame and no cancel scope (it sleeps on the shared alarm
+        clock, which is also how it is woken to reschedule or to stop): this
+        task exists once per active key, so its size is the fleet's size. It
+        ends when the key parks, is forgotten or needs re-authorization.
+        After a failed refresh it waits for the slot's ``retry_at``, which
+        the rotator sets (backoff, Retry-After) whoever asked.
         """
         manager = self._manager
-        failures = 0
-        retry_at = -math.inf
-        failed_token = None
         try:
             while True:
                 try:
@@ -86,10 +85,8 @@ class Supervisor:
                         or manager._slots.get(slot.key) is not slot
                     ):
                         return
-                    if failures and token is not failed_token:
-                        failures = 0  # someone else replaced the token: back to the schedule
                     now = manager._clock()
-                    wake_at = self._next_wake(slot, now, retry_at if failures else None)
+                    wake_at = self._next_wake(slot, now, slot.retry_at if slot.failures else None)
                     if wake_at is None:
                         return  # parked
                     if now < wake_at:
@@ -97,24 +94,13 @@ class Supervisor:
                         continue  # re-read everything: woken early, or the wall clock moved
                     try:
                         await manager._rotator.refresh(
-                            slot, reason="retry" if failures else "scheduled"
+                            slot, reason="retry" if slot.failures else "scheduled"
                         )
                     except (ReauthorizationRequired, NoToken):
                         return
-                    except ShopTokenError as exc:
-                        failures += 1
-                        failed_token = slot.token
-                        delay = _schedule.backoff(
-                            failures,
-                            manager._policy,
-                            rand=manager._rng.random(),
-                            retry_after=getattr(exc, "retry_after", None),
-                        )
-                        retry_at = manager._clock() + delay
-                    else:
-                        failures = 0
+                    except ShopTokenError:
+                        pass  # noted on the slot: retry_at is the next attempt
                 except Exception as exc:  # noqa: BLE001 - supervision: log, back off, restart
-                    failures = 0
                     slot.crashes += 1
                     manager._counters.refresher_crashes += 1
                     delay = _schedule.backoff(

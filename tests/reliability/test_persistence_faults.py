@@ -440,15 +440,8 @@ async def test_a_crash_after_saves_failed_for_a_whole_token_lifetime(
 
 # -- a store call that never returns ------------------------------------------------------
 
-HANG_GAP = (
-    "BUG/GAP: the manager has no per-call store timeout: a save_tokens (or the re-read "
-    "load_tokens) that never returns holds the key's refresh, and one of the "
-    "max_concurrent_refreshes slots, forever; the rotated pair is never served"
-)
-
 
 @pytest.mark.parametrize("operation", ["save", "load"])
-@pytest.mark.xfail(strict=True, reason=HANG_GAP)
 async def test_a_hanging_store_call_does_not_block_the_key_forever(
     operation: str, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -484,7 +477,6 @@ async def test_a_hanging_store_call_does_not_block_the_key_forever(
         assert any(e.kind is EventKind.PERSISTENCE_FAILED for e in events)
 
 
-@pytest.mark.xfail(strict=True, reason=HANG_GAP)
 async def test_hanging_saves_of_some_keys_do_not_stop_the_others(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

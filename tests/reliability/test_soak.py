@@ -289,13 +289,6 @@ async def test_fault_soak_long(autojump_clock: trio.testing.MockClock) -> None:
     check(await Soak(1000, 48).run())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: callers of a stale key bypass the refresher's backoff and Retry-After: "
-        "each valid_token call starts a new refresh request while Shopify answers 429"
-    ),
-)
 async def test_callers_of_a_stale_key_honour_retry_after(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
