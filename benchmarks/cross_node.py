@@ -51,7 +51,7 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
         async with serve_loopback(fake) as server, open_store(store_url) as store:
             await store.create_schema()  # type: ignore[attr-defined]  # a PostgresStore
             # Time for every node to start and load its shops first (--warm).
-            start_at = time.time() + 5.0 + nodes * 1.0
+            start_at = time.time() + 2.0 + nodes * shops * 0.0012
             # Steady state from the first second: first rotations spread evenly
             # over one period, as in a fleet installed over time (the fake's own
             # record of the access token's expiry does not matter here).
@@ -106,7 +106,9 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
         conn.close()
     rotated = sum(s.refreshes for s in per_shop)
     requests = rotated + sum(s.refreshes_rejected for s in per_shop)
-    refused = sum(s.refreshes_rejected + s.refreshes_recovered for s in per_shop)
+    rejected = sum(s.refreshes_rejected for s in per_shop)
+    replayed = sum(s.refreshes_recovered for s in per_shop)
+    refused = rejected + replayed
     p50 = sorted(r["p50_us"] or 0.0 for r in results)
     p99 = sorted(r["p99_us"] or 0.0 for r in results)
     p999 = sorted(r["p999_us"] or 0.0 for r in results)
@@ -128,6 +130,8 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
         Figure(
             f"{label}: refresh tokens refused or replayed", refused, "", None, "== 0", refused == 0
         ),
+        Figure(f"{label}: of which refused (invalid_grant)", rejected, ""),
+        Figure(f"{label}: of which replayed (a lost answer, recovered)", replayed, ""),
         Figure(f"{label}: valid_token calls", calls, ""),
         Figure(f"{label}: valid_token errors", errors, "", None, "== 0", errors == 0),
         Figure(f"{label}: valid_token p50 (median node)", p50[len(p50) // 2], "us"),
@@ -135,24 +139,33 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
         Figure(f"{label}: valid_token p99.9 (worst node)", p999[-1], "us"),
         Figure(f"{label}: valid_token max (any node)", worst, "us"),
         Figure(f"{label}: refreshes per second", rotated / duration, "/s"),
+        Figure(f"{label}: refreshes per second the schedule needs", shops / period, "/s"),
     ]
 
 
 async def run(quick: bool) -> Section:
     """Run the 4- and 16-node rounds (small ones with ``quick``)."""
     # (nodes, shops, rotations, token lifetime in seconds)
-    plan = [(2, 20, 2, 3.0)] if quick else [(4, 1_000, 10, 10.0), (16, 1_000, 10, 10.0)]
+    # Token lifetimes fit this 2-core machine: every node reads each new pair
+    # once (in a thread, through psycopg), so 16 nodes need a slower pace.
+    plan = (
+        [(2, 20, 2, 3.0)]
+        if quick
+        else [(1, 1_000, 10, 20.0), (4, 1_000, 10, 20.0), (16, 1_000, 10, 60.0)]
+    )
     figures: list[Figure] = []
     for nodes, shops, rotations, lifetime in plan:
         figures += await _round(nodes, shops, rotations, lifetime)
-    _, shops_, rotations_, lifetime_ = plan[-1]
+    _, shops_, rotations_, _ = plan[-1]
+    lifetimes = ", ".join(f"{life:.0f} s ({n} node{'s' * (n > 1)})" for n, _, _, life in plan)
     return Section(
         "5. Cross-node: processes sharing PostgreSQL, against FakeShopify on loopback",
         figures,
         [
             (
-                f"{shops_:,} shops, about {rotations_} rotations each, {lifetime_:.0f} s tokens; "
-                "each node calls valid_token for every shop in turn, 5 ms apart."
+                f"{shops_:,} shops, about {rotations_} rotations each; token lifetimes "
+                f"{lifetimes}; node_spread = jitter; each node loads every shop first, "
+                "then calls valid_token for every shop in turn, 5 ms apart."
             )
         ],
     )
