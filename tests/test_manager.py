@@ -906,3 +906,19 @@ async def test_put_token_during_a_slow_first_load_wins(
         assert await tokens.valid_token(KEY) == fresh
         assert await store.load_tokens(KEY) == fresh
         assert loaded in ([old], [fresh])
+
+
+async def test_a_pair_still_unsaved_at_exit_is_reported(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Saves failing until the manager exits: the unsaved pair is reported at the cut."""
+    store = FlakyStore()
+    await installed(endpoint, store)
+    events: list[TokenEvent] = []
+    async with manager(endpoint, clock, store, events=events, shutdown_grace=5) as tokens:
+        await tokens.valid_token(KEY)
+        store.fail_saves = 1_000
+        await tokens.refresh_token(KEY)
+        assert tokens.statistics().saves_pending == 1
+    last = events[-1]
+    assert (last.kind, last.reason) == (EventKind.PERSISTENCE_FAILED, "cut at shutdown_grace")

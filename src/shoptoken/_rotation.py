@@ -85,6 +85,13 @@ class Rotator:
                     flight.error = RefreshFailed(
                         f"refresh of {slot.key} was cut short by the manager's exit", key=slot.key
                     )
+                    # Shopify may have rotated already: the store may now lag it.
+                    self._manager._emit(
+                        EventKind.REFRESH_FAILED,
+                        slot,
+                        error=describe(flight.error),
+                        reason="cut at shutdown_grace",
+                    )
                 if slot.flight is flight:
                     slot.flight = None
                 if flight.error is not None:
@@ -404,6 +411,13 @@ class Rotator:
             finally:
                 self._manager._critical_scopes.discard(scope)
                 slot.saving = False
+                if slot.unsaved is not None and self._manager._closed:
+                    self._manager._emit(
+                        EventKind.PERSISTENCE_FAILED,
+                        slot,
+                        error="the manager exited before this pair could be saved",
+                        reason="cut at shutdown_grace",
+                    )
 
 
 def _newer(stored: Token, ours: Token) -> bool:

@@ -425,13 +425,6 @@ async def test_a_pair_lost_at_shutdown_is_recovered_within_30_days_only(
     assert outcomes == {1.0: "recovered", 29.0: "recovered", 31.0: "reauthorization"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP: a refresh (or pending save) cut at shutdown_grace emits no event and no "
-        "log line, though the store is now one pair behind Shopify"
-    ),
-)
 async def test_a_refresh_cut_at_shutdown_is_reported(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -445,3 +438,5 @@ async def test_a_refresh_cut_at_shutdown_is_reported(
         with trio.move_on_after(1):
             await tokens.refresh_token(key)
     assert [e.kind for e in events][-1] is not EventKind.REFRESH_STARTED
+    last = events[-1]
+    assert (last.kind, last.reason) == (EventKind.REFRESH_FAILED, "cut at shutdown_grace")
