@@ -26,7 +26,7 @@ from ._events import Emitter, EventHook, EventKind, TokenEvent, describe
 from ._keys import TokenKey, TokenKind
 from ._policy import RefreshPolicy
 from ._refresher import as_refresher
-from ._rotation import Rotator, secrets_of
+from ._rotation import Rotator, secrets_of, store_deadline
 from ._slot import Counters, Slot, TokenManagerStatistics, copy_error
 from ._supervisor import Supervisor, wake
 from ._token import Token
@@ -357,8 +357,11 @@ class TokenManager:
         Bounded by ``store_timeout``: a refresh must not wait forever on a store.
         """
         try:
-            with trio.fail_after(self._policy.store_timeout):
+            with store_deadline("load_tokens", key, self._policy.store_timeout):
                 token = await self._callback.load_tokens(key)
+        except PersistenceError:
+            self._counters.loads_failed += 1
+            raise
         except Exception as exc:
             self._counters.loads_failed += 1
             raise PersistenceError(

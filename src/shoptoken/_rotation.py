@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -32,6 +33,7 @@ from ._slot import Flight, Slot
 
 if TYPE_CHECKING:
     from ._callback import LockedToken
+    from ._keys import TokenKey
     from ._manager import TokenManager
     from ._token import Token
 
@@ -321,7 +323,7 @@ class Rotator:
             refreshed.append(new)
         self._manager._counters.refreshes_succeeded += 1
         try:
-            with trio.fail_after(self._manager._policy.store_timeout):
+            with store_deadline("save_tokens", slot.key, self._manager._policy.store_timeout):
                 await save(new)
         except Exception as exc:  # noqa: BLE001 - any store failure (or a hang): keep the pair, retry the save
             self.save_failed(slot, new, exc)
@@ -362,7 +364,7 @@ class Rotator:
         token = slot.unsaved
         assert token is not None  # noqa: S101 - only called with a pending pair
         try:
-            with trio.fail_after(self._manager._policy.store_timeout):
+            with store_deadline("save_tokens", slot.key, self._manager._policy.store_timeout):
                 if await self._save_unless_superseded(slot, token):
                     return True
         except Exception as exc:  # noqa: BLE001 - reported, retried later
@@ -418,6 +420,17 @@ class Rotator:
                         error="the manager exited before this pair could be saved",
                         reason="cut at shutdown_grace",
                     )
+
+
+@contextmanager
+def store_deadline(what: str, key: TokenKey, timeout: float) -> Iterator[None]:
+    """Bound one store call made for a refresh; a hang becomes a `PersistenceError`."""
+    try:
+        with trio.fail_after(timeout):
+            yield
+    except trio.TooSlowError:
+        msg = f"{what} for {key} did not return within {timeout:g} s (store_timeout)"
+        raise PersistenceError(msg, key=key) from None
 
 
 def _newer(stored: Token, ours: Token) -> bool:

@@ -475,6 +475,8 @@ async def test_a_hanging_store_call_does_not_block_the_key_forever(
         assert token is not None
         assert fake.is_valid(key.shop, token.access_token)
         assert any(e.kind is EventKind.PERSISTENCE_FAILED for e in events)
+    hung = [e.error for e in events if e.error and "did not return within 60 s" in e.error]
+    assert hung, "the hang is reported as such"
 
 
 async def test_hanging_saves_of_some_keys_do_not_stop_the_others(
