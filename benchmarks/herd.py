@@ -103,9 +103,7 @@ async def _trio_floor(callers: int) -> float:
     return slowest
 
 
-async def run(quick: bool) -> Section:
-    """Measure both herds, repeated."""
-    callers, repeats = (1_000, 2) if quick else (10_000, 5)
+async def _round(callers: int, repeats: int, *, target: bool) -> list[Figure]:
     ours = [await _shoptoken_herd(callers) for _ in range(repeats)]
     theirs = [await _authlib_herd(callers) for _ in range(repeats)]
     floor, floor_spread = median_spread([await _trio_floor(callers) * 1000 for _ in range(repeats)])
@@ -113,23 +111,37 @@ async def run(quick: bool) -> Section:
     slow, slow_spread = median_spread([s * 1000 for _, s in ours])
     their_slow, their_spread = median_spread([s * 1000 for _, s in theirs])
     target_ms = LATENCY * 1000 + 10
+    n = f"{callers:,} callers"
+    return [
+        Figure(f"{n}: shoptoken refresh requests", requests, "", None, "== 1", requests == 1),
+        Figure(
+            f"{n}: shoptoken slowest caller",
+            slow,
+            "ms",
+            slow_spread,
+            f"<= {target_ms:.0f} ms" if target else None,
+            slow <= target_ms if target else None,
+        ),
+        Figure(f"{n}: Authlib refresh requests", max(r for r, _ in theirs), ""),
+        Figure(f"{n}: Authlib slowest caller", their_slow, "ms", their_spread),
+        Figure(f"{n}: trio floor: tasks parked on one Event", floor, "ms", floor_spread),
+        Figure(f"{n}: shoptoken over the trio floor", slow - floor, "ms"),
+    ]
+
+
+async def run(quick: bool) -> Section:
+    """Measure the herds (1,000 callers, and the target's 10,000), repeated."""
+    sizes, repeats = ((1_000,), 2) if quick else ((1_000, 10_000), 5)
+    figures: list[Figure] = []
+    for callers in sizes:
+        figures += await _round(callers, repeats, target=callers == 10_000)
     return Section(
-        f"2. Thundering herd: {callers:,} callers on an expired token, "
-        f"{LATENCY * 1000:.0f} ms refresh",
+        f"2. Thundering herd: callers on an expired token, {LATENCY * 1000:.0f} ms refresh",
+        figures,
         [
-            Figure("shoptoken refresh requests", requests, "", None, "== 1", requests == 1),
-            Figure(
-                "shoptoken slowest caller",
-                slow,
-                "ms",
-                slow_spread,
-                f"<= {target_ms:.0f} ms",
-                slow <= target_ms,
-            ),
-            Figure("Authlib refresh requests", max(r for r, _ in theirs), ""),
-            Figure("Authlib slowest caller", their_slow, "ms", their_spread),
-            Figure("trio floor: tasks parked on one Event", floor, "ms", floor_spread),
-            Figure("shoptoken over the trio floor", slow - floor, "ms"),
+            (
+                f"{repeats} runs each; requests is the largest count seen in any run; "
+                "the slowest-caller target is the issue's, at 10,000 callers."
+            )
         ],
-        [f"{repeats} runs each; requests is the largest count seen in any run."],
     )
