@@ -32,6 +32,11 @@ class TokenKind(enum.Enum):
     """A Customer Account API token bound to one customer."""
 
 
+# str(key) is computed per refresh schedule (the jitter hash) and per store
+# row; an Enum's .value is a descriptor lookup, several times a dict's cost.
+_KIND_TEXT = {kind: kind.value for kind in TokenKind}
+
+
 def normalize_shop(shop: str) -> str:
     """Return the canonical ``name.myshopify.com`` form of a shop domain.
 
@@ -150,5 +155,5 @@ class TokenKey:
 
     def __str__(self) -> str:
         if self.subject is None:
-            return f"{self.kind.value}:{self.shop}"
-        return f"{self.kind.value}:{self.shop}:{self.subject}"
+            return f"{_KIND_TEXT[self.kind]}:{self.shop}"
+        return f"{_KIND_TEXT[self.kind]}:{self.shop}:{self.subject}"
