@@ -325,6 +325,34 @@ async def test_thousand_callers_on_an_expired_token_cause_one_refresh(
     assert endpoint.is_valid(SHOP, results[0].access_token) or endpoint.rejected == 0
 
 
+async def test_callers_joining_a_failing_refresh_each_get_its_error(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A herd on an expired token whose one refresh fails: one request, every caller raises."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    endpoint.latency = 0.05
+    errors: list[Exception] = []
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        autojump_clock.jump(3600)
+        before = endpoint.requests
+        endpoint.fail_next(500)
+
+        async def call() -> None:
+            try:
+                await tokens.valid_token(KEY)
+            except RefreshFailed as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(200):
+                nursery.start_soon(call)
+        assert endpoint.requests == before + 1
+    assert len(errors) == 200
+    assert len({id(e) for e in errors}) == 200  # each its own copy
+
+
 async def test_proactive_refresh_stays_in_its_window_for_48_hours(
     endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -95,6 +95,21 @@ class TokenManager:
             if now < slot.fresh_until:
                 slot.used = now
                 return slot.token  # type: ignore[return-value]  # fresh_until > -inf only with a token
+            flight = slot.flight
+            if (
+                flight is not None
+                and slot.running
+                and not slot.dead
+                and slot.hard_at <= now < slot.dead_at
+                and slot.token.refreshable  # type: ignore[union-attr]  # running: a token
+                and not self._closed
+            ):
+                # Hard-expired, its refresh in flight: the decision table's
+                # answer is to wait for it. Joined here, a herd's callers each
+                # run one coroutine level less (and the collector walks less).
+                slot.used = now
+                await flight.done.wait()
+                return flight.result()
         return await self._valid_token_slow(key)
 
     async def _valid_token_slow(self, key: TokenKey) -> Token:
