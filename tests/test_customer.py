@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import httpx
@@ -34,7 +34,8 @@ from shoptoken._pkce import new_pkce, pkce_challenge
 from shoptoken._token import ASSUMED_LIFETIME, Token
 from shoptoken.testing import trio_wall_clock
 
-EPOCH = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+from ._endpoint import EPOCH, FakeClock, Reply, at, fail_with, form, respond
+
 SHOP = "my-store.myshopify.com"
 SHOP_ID = "1234567"
 CLIENT_ID = "shp_0f1e2d3c-aaaa-bbbb-cccc-123456789abc"
@@ -102,59 +103,6 @@ GOOD_BODY: dict[str, Any] = {
     "refresh_token": NEW_REFRESH,
     "token_type": "Bearer",
 }
-
-Reply = Callable[[httpx.Request], httpx.Response]
-
-
-def at(seconds: float) -> datetime:
-    """Aware UTC datetime ``seconds`` after EPOCH."""
-    return datetime.fromtimestamp(EPOCH + seconds, UTC)
-
-
-def respond(
-    status: int,
-    body: object = None,
-    *,
-    text: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Reply:
-    """A reply giving ``status`` with a JSON ``body`` or a raw ``text`` body."""
-
-    def reply(_request: httpx.Request) -> httpx.Response:
-        if text is not None:
-            return httpx.Response(status, text=text, headers=headers)
-        return httpx.Response(status, json=body, headers=headers)
-
-    return reply
-
-
-def fail_with(exc_type: type[httpx.TransportError]) -> Reply:
-    """A reply that raises a transport error instead of answering."""
-
-    def reply(request: httpx.Request) -> httpx.Response:
-        raise exc_type("simulated network failure", request=request)
-
-    return reply
-
-
-def form(request: httpx.Request) -> dict[str, str]:
-    """The form fields of a request, checking each appears once."""
-    pairs = parse_qsl(request.content.decode("ascii"), strict_parsing=True)
-    assert len(pairs) == len(dict(pairs))
-    return dict(pairs)
-
-
-@attrs.define
-class FakeClock:
-    """A wall clock that moves only when told to, counting its readings."""
-
-    now: float = EPOCH
-    readings: int = 0
-
-    def __call__(self) -> float:
-        """Read the clock."""
-        self.readings += 1
-        return self.now
 
 
 @attrs.define

@@ -5,7 +5,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,7 +26,8 @@ from shoptoken._keys import TokenKey
 from shoptoken._oauth import ShopifyOAuth
 from shoptoken._token import Token
 
-EPOCH = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+from ._endpoint import EPOCH, FakeClock, Reply, at, fail_with, respond
+
 CLIENT_ID = "app-client-id"
 CLIENT_SECRET = "client-secret-s3cr3t-0123456789abcdef"
 OLD_CLIENT_SECRET = "old-client-secret-0ld-fedcba987654321"
@@ -52,13 +52,6 @@ ONLINE_BODY: dict[str, Any] = {
     "associated_user_scope": "read_orders",
     "associated_user": {"id": 42, "first_name": "Ada", "email": "ada@example.com"},
 }
-
-Reply = Callable[[httpx.Request], httpx.Response]
-
-
-def at(seconds: float) -> datetime:
-    """Aware UTC datetime ``seconds`` after EPOCH."""
-    return datetime.fromtimestamp(EPOCH + seconds, UTC)
 
 
 def b64(data: bytes) -> str:
@@ -100,19 +93,6 @@ SECRETS = (
 
 
 @attrs.define
-class FakeClock:
-    """A wall clock that moves only when told to, counting its readings."""
-
-    now: float = EPOCH
-    readings: int = 0
-
-    def __call__(self) -> float:
-        """Read the clock."""
-        self.readings += 1
-        return self.now
-
-
-@attrs.define
 class FakeShopify:
     """A tiny token endpoint: asserts the JSON request shape, records it, answers ``reply``."""
 
@@ -134,19 +114,8 @@ class FakeShopify:
         return data
 
 
-def respond(status: int, body: object = None, *, headers: dict[str, str] | None = None) -> Reply:
-    """A reply giving ``status`` with a JSON ``body``."""
-
-    def reply(_request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body, headers=headers)
-
-    return reply
-
-
-def fail(_request: httpx.Request) -> httpx.Response:
-    """A reply that is a network failure."""
-    msg = "connection refused"
-    raise httpx.ConnectError(msg, request=_request)
+#: A reply that is a network failure.
+fail = fail_with(httpx.ConnectError)
 
 
 @pytest.fixture

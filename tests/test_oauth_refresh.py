@@ -1,5 +1,5 @@
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -15,7 +15,8 @@ from shoptoken._oauth import ShopifyOAuth
 from shoptoken._token import ASSUMED_LIFETIME, Token
 from shoptoken._token_endpoint import parse_retry_after
 
-EPOCH = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+from ._endpoint import EPOCH, FakeClock, Reply, at, fail_with, respond
+
 CLIENT_ID = "app-client-id"
 CLIENT_SECRET = "client-secret-s3cr3t"
 OLD_CLIENT_SECRET = "old-client-secret-0ld"
@@ -41,26 +42,6 @@ GOOD_BODY: dict[str, Any] = {
     "refresh_token": NEW_REFRESH,
     "refresh_token_expires_in": 7_776_000,
 }
-
-Reply = Callable[[httpx.Request], httpx.Response]
-
-
-def at(seconds: float) -> datetime:
-    """Aware UTC datetime ``seconds`` after EPOCH."""
-    return datetime.fromtimestamp(EPOCH + seconds, UTC)
-
-
-@attrs.define
-class FakeClock:
-    """A wall clock that moves only when told to, counting its readings."""
-
-    now: float = EPOCH
-    readings: int = 0
-
-    def __call__(self) -> float:
-        """Read the clock."""
-        self.readings += 1
-        return self.now
 
 
 @attrs.define
@@ -95,32 +76,6 @@ async def oauth(server: FakeShopify, clock: FakeClock) -> AsyncIterator[ShopifyO
         yield ShopifyOAuth(
             CLIENT_ID, CLIENT_SECRET, http=http, old_client_secret=OLD_CLIENT_SECRET, clock=clock
         )
-
-
-def respond(
-    status: int,
-    body: object = None,
-    *,
-    text: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Reply:
-    """A reply giving ``status`` with a JSON ``body`` or a raw ``text`` body."""
-
-    def reply(_request: httpx.Request) -> httpx.Response:
-        if text is not None:
-            return httpx.Response(status, text=text, headers=headers)
-        return httpx.Response(status, json=body, headers=headers)
-
-    return reply
-
-
-def fail_with(exc_type: type[httpx.TransportError]) -> Reply:
-    """A reply that raises a transport error instead of answering."""
-
-    def reply(request: httpx.Request) -> httpx.Response:
-        raise exc_type("simulated network failure", request=request)
-
-    return reply
 
 
 # --- request shape and success ----------------------------------------------------------------
