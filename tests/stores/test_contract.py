@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from shoptoken import LockTimeout, PersistenceError, Token, TokenKey, open_token_manager
-from shoptoken.stores import _postgres, _sqlite
+from shoptoken.stores import _codec
 from shoptoken.testing import FakeShopify
 
 from .conftest import Backend, Store
@@ -124,8 +124,7 @@ async def test_list_keys_streams_in_batches(
     backend: Backend, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Many keys list completely across batches; paged stores read later batches as they go."""
-    monkeypatch.setattr(_sqlite, "_LIST_BATCH", 7)
-    monkeypatch.setattr(_postgres, "_LIST_BATCH", 7)
+    monkeypatch.setattr(_codec, "LIST_BATCH", 7)
     keys = [TokenKey.offline(f"shop-{i:03}") for i in range(50)]
     async with trio.open_nursery() as nursery:
         for key in keys:

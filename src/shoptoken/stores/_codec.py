@@ -16,7 +16,7 @@ from .._keys import TokenKey, TokenKind
 from .._token import Token
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 #: The columns written for each key, in order (generation and updated_at are
 #: maintained by the stores' SQL).
@@ -46,6 +46,8 @@ READ_COLUMNS: Final = (
 )
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: Keys per query when listing (keyset pagination: ``key > after ... LIMIT``).
+LIST_BATCH: Final = 500
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 
@@ -182,3 +184,21 @@ def parse_key(text: object) -> TokenKey:
         return TokenKey.parse(text)
     except ValueError:
         raise PersistenceError(f"stored key {text[:120]!a} is not a valid token key") from None
+
+
+async def keys_in_pages(
+    page: Callable[[str], Awaitable[Sequence[object]]],
+) -> AsyncGenerator[TokenKey, None]:
+    """Yield every stored key, asking ``page(after)`` for the next `LIST_BATCH` after ``after``.
+
+    Raises:
+        PersistenceError: A stored key is invalid (or ``page`` failed).
+    """
+    after = ""
+    while True:
+        texts = await page(after)
+        for text in texts:
+            yield parse_key(text)
+        if len(texts) < LIST_BATCH:
+            return
+        after = str(texts[-1])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import attrs
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from .._keys import TokenKey
     from .._token import Token
 
-_LIST_BATCH: Final = 500
 #: Longest single wait for a row lock inside a worker thread, in ms: bounds
 #: how late the cancellation of a waiting ``locked()`` takes effect.
 _LOCK_SLICE: Final = 100
@@ -66,7 +65,7 @@ def _fetch_one(conn: psycopg.Connection[Any], *, sql: str, key: str) -> tuple[ob
 
 
 def _fetch_keys(conn: psycopg.Connection[Any], *, sql: str, after: str) -> list[object]:
-    return [row[0] for row in conn.execute(sql, (after, _LIST_BATCH))]
+    return [row[0] for row in conn.execute(sql, (after, _codec.LIST_BATCH))]
 
 
 def _execute(conn: psycopg.Connection[Any], *, sql: str, args: tuple[object, ...]) -> None:
@@ -216,17 +215,17 @@ class PostgresStore:
         Raises:
             PersistenceError: The database failed or a stored key is invalid.
         """
-        after = ""
-        while True:
-            page = functools.partial(_fetch_keys, sql=self._sql.page, after=after)
-            texts = await self._connections.transaction(
-                "listing", None, page, single_statement=True
+
+        async def page(after: str) -> list[object]:
+            fetch = functools.partial(_fetch_keys, sql=self._sql.page, after=after)
+            return await self._connections.transaction(
+                "listing", None, fetch, single_statement=True
             )
-            for text in texts:
-                yield _codec.parse_key(text)
-            if len(texts) < _LIST_BATCH:
-                return
-            after = str(texts[-1])
+
+        # aclosing: a caller that stops early closes the pages too, not the GC.
+        async with aclosing(_codec.keys_in_pages(page)) as keys:
+            async for key in keys:
+                yield key
 
     @asynccontextmanager
     async def locked(

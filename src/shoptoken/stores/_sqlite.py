@@ -13,7 +13,7 @@ import functools
 import os
 import sqlite3
 import time
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import attrs
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from .._token import Token
 
 T = TypeVar("T")
-
-_LIST_BATCH: Final = 500
 
 
 def _fspath(path: str | os.PathLike[str]) -> str:
@@ -80,7 +78,7 @@ def _fetch_one(conn: sqlite3.Connection, *, sql: str, key: str) -> tuple[object,
 
 
 def _fetch_keys(conn: sqlite3.Connection, *, sql: str, after: str) -> list[object]:
-    return [row[0] for row in conn.execute(sql, (after, _LIST_BATCH))]
+    return [row[0] for row in conn.execute(sql, (after, _codec.LIST_BATCH))]
 
 
 def _execute(conn: sqlite3.Connection, *, sql: str, args: tuple[object, ...]) -> None:
@@ -197,15 +195,15 @@ class SQLiteStore:
             PersistenceError: The database failed or a stored key is invalid.
         """
         await self._ensure_ready()
-        after = ""
-        while True:
-            page = functools.partial(_fetch_keys, sql=self._sql.page, after=after)
-            texts = await self._run("listing", None, page)
-            for text in texts:
-                yield _codec.parse_key(text)
-            if len(texts) < _LIST_BATCH:
-                return
-            after = str(texts[-1])
+
+        async def page(after: str) -> list[object]:
+            fetch = functools.partial(_fetch_keys, sql=self._sql.page, after=after)
+            return await self._run("listing", None, fetch)
+
+        # aclosing: a caller that stops early closes the pages too, not the GC.
+        async with aclosing(_codec.keys_in_pages(page)) as keys:
+            async for key in keys:
+                yield key
 
     @asynccontextmanager
     async def locked(
