@@ -43,7 +43,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode
 
 import attrs
@@ -62,8 +62,8 @@ from ._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
 from ._keys import TokenKind, normalize_shop
 from ._pkce import check_verifier, pkce_challenge
 from ._token_endpoint import (
-    TOKEN_TIMEOUT,
     ErrorAnswer,
+    OwnsHTTPClient,
     is_transient,
     parse_retry_after,
     post_token_request,
@@ -135,7 +135,7 @@ def customer_error(answer: ErrorAnswer) -> ShopTokenError:
 
 
 @attrs.define(eq=False)
-class CustomerAccountOAuth:
+class CustomerAccountOAuth(OwnsHTTPClient):
     """OAuth client for Shopify's Customer Account API (headless storefronts).
 
     Logs customers in (PKCE login URL, code exchange) and refreshes their
@@ -192,19 +192,6 @@ class CustomerAccountOAuth:
     def confidential(self) -> bool:
         """True when the client authenticates with a client secret."""
         return self._client_secret is not None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the client: its own HTTP client is closed, an injected one is not."""
-        self._closed = True
-        if self._owns_http and self._http is not None:
-            http, self._http = self._http, None
-            await http.aclose()
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -478,14 +465,6 @@ class CustomerAccountOAuth:
         )
 
     # --- the token endpoint ------------------------------------------------------------------
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._closed:
-            msg = "this CustomerAccountOAuth is closed"
-            raise RuntimeError(msg)
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=TOKEN_TIMEOUT)
-        return self._http
 
     async def _grant(
         self,

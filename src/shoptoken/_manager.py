@@ -325,7 +325,7 @@ class TokenManager:
                     await self._load_into(slot)
                 finally:
                     waiters, slot.loading = slot.loading, None
-                    if waiters is not True and waiters is not None:
+                    if isinstance(waiters, trio.Event):
                         waiters.set()
             else:
                 # No checkpoint here: every caller reaches one soon after (the

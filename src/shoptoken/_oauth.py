@@ -35,10 +35,9 @@ codes, session tokens, access and refresh tokens).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import attrs
-import httpx
 import structlog
 
 from ._callback_query import authorize_url, code_grant_error, verify_callback_query
@@ -56,10 +55,12 @@ from ._session_token import (
     token_exchange_error,
 )
 from ._token import Token
-from ._token_endpoint import TOKEN_TIMEOUT, post_token_request
+from ._token_endpoint import OwnsHTTPClient, post_token_request
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+
+    import httpx
 
     from ._token_endpoint import ErrorAnswer
 
@@ -81,7 +82,7 @@ def _invalid_response(where: str, action: str, reason: str, key: TokenKey | None
 
 
 @attrs.define(eq=False)
-class ShopifyOAuth:
+class ShopifyOAuth(OwnsHTTPClient):
     """OAuth client for Shopify's Admin API: install, token exchange, migration, refresh.
 
     A `Refresher` for the token manager. Use it as an async context manager
@@ -116,19 +117,6 @@ class ShopifyOAuth:
 
     def __attrs_post_init__(self) -> None:
         self._owns_http = self._http is None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the client: its own HTTP client is closed, an injected one is not."""
-        self._closed = True
-        if self._owns_http and self._http is not None:
-            http, self._http = self._http, None
-            await http.aclose()
 
     # -- install: authorization code grant -------------------------------------------
 
@@ -412,14 +400,6 @@ class ShopifyOAuth:
         )
 
     # -- machinery -----------------------------------------------------------------------
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._closed:
-            msg = "this ShopifyOAuth is closed"
-            raise RuntimeError(msg)
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=TOKEN_TIMEOUT)
-        return self._http
 
     def _secret_list(self) -> tuple[str, ...]:
         if self._old_client_secret is None:

@@ -219,8 +219,7 @@ class Rotator:
             return None  # counted in loads_failed; the locked re-read decides (and reports)
         if stored is None or stored == slot.token:
             return None
-        stale_at = _schedule.refresh_at(stored, slot.key, manager._policy)
-        state = _schedule.classify(stored, manager._clock(), stale_at, manager._policy)
+        state = _schedule.freshness(stored, slot.key, manager._clock(), manager._policy)
         if state is not _schedule.Freshness.FRESH:
             return None
         self._adopt(slot, stored, reason)
@@ -280,9 +279,7 @@ class Rotator:
         else:
             base = stored
         now = self._manager._clock()
-        state = _schedule.classify(
-            base, now, _schedule.refresh_at(base, key, self._manager._policy), self._manager._policy
-        )
+        state = _schedule.freshness(base, key, now, self._manager._policy)
         forced = replacing is not None and base.access_token == replacing.access_token
         if state is _schedule.Freshness.DEAD and not base.refreshable:
             self._manager._mark_dead(slot, "token expired and has no refresh token")

@@ -116,6 +116,12 @@ def classify(token: Token, now: float, stale_at: float, policy: RefreshPolicy) -
     return classify_times(now, stale_at, hard_at, dead_at, refreshable=token.refreshable)
 
 
+def freshness(token: Token, key: TokenKey, now: float, policy: RefreshPolicy) -> Freshness:
+    """`classify` a token freshly read for ``key`` (its times computed here, each once)."""
+    stale_at, hard_at, dead_at = times(token, key, policy)
+    return classify_times(now, stale_at, hard_at, dead_at, refreshable=token.refreshable)
+
+
 def hard_expiry(token: Token, policy: RefreshPolicy) -> float:
     """Wall time from which ``token`` is never served: ``expires_at - skew`` (inf if none)."""
     return math.inf if token.expires_at is None else _epoch(token.expires_at) - policy.skew

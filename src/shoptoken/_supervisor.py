@@ -146,7 +146,7 @@ class Supervisor:
                     wake(slot)
             if len(alarms) > 2 * self._sleeping + 64:
                 # Keys woken early (new token, forgotten) left entries behind.
-                self._alarms[:] = [a for a in alarms if a[2].sleep_until == a[0]]
+                alarms[:] = [a for a in alarms if a[2].sleep_until == a[0]]
                 heapq.heapify(alarms)
             with trio.CancelScope(deadline=alarms[0][0] if alarms else math.inf) as timer:
                 self._timer = timer

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self
 
 import attrs
 import httpx
@@ -78,6 +78,39 @@ _TOKEN_SHAPED: Final = re.compile(r"sh[pc][a-z]{2}_[A-Za-z0-9_.-]+")
 _JWT_SHAPED: Final = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_.-]*")
 # Retry-After delta-seconds; bounded so a silly value cannot blow up int().
 _DELTA_SECONDS: Final = re.compile(r"\d{1,10}(?:\.\d{1,6})?")
+
+
+class OwnsHTTPClient:
+    """What `ShopifyOAuth` and `CustomerAccountOAuth` share: their HTTP client's lifetime.
+
+    A client of their own is created on first use and closed by `aclose`;
+    an injected one (``http=``) is the caller's and stays open.
+    """
+
+    _http: httpx.AsyncClient | None
+    _owns_http: bool
+    _closed: bool
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client: its own HTTP client is closed, an injected one is not."""
+        self._closed = True
+        if self._owns_http and self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._closed:
+            msg = f"this {type(self).__name__} is closed"
+            raise RuntimeError(msg)
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=TOKEN_TIMEOUT)
+        return self._http
 
 
 class TokenParser(Protocol):

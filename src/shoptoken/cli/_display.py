@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final
 
 from rich.console import Console
 
-from .._schedule import Freshness, classify, refresh_at
+from .._schedule import Freshness, freshness
 
 if TYPE_CHECKING:
     from .._keys import TokenKey
@@ -54,7 +54,7 @@ def token_state(token: Token, key: TokenKey, now: float, policy: RefreshPolicy) 
     Expired refresh tokens, and expired tokens that cannot be refreshed
     (online tokens), need re-authorization.
     """
-    return _FROM_FRESHNESS[classify(token, now, refresh_at(token, key, policy), policy)]
+    return _FROM_FRESHNESS[freshness(token, key, now, policy)]
 
 
 def seconds_until(moment: float | None, now: float) -> float | None:
