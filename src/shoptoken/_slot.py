@@ -58,6 +58,7 @@ class Slot:
     key: TokenKey
     token: Token | None = None
     fresh_until: float = -math.inf
+    #: When to refresh: the schedule's time, pushed later by a deferral.
     stale_at: float = math.inf
     hard_at: float = math.inf
     dead_at: float = math.inf
