@@ -25,7 +25,7 @@ from shoptoken import (
     TokenEvent,
     open_token_manager,
 )
-from shoptoken._schedule import jitter_offset
+from shoptoken._core._schedule import jitter_offset
 from shoptoken.testing import FakeShopify
 
 from .fakes import FlakyStore
@@ -152,6 +152,7 @@ async def test_deferrals_back_off_and_never_pass_the_hard_expiry(
             await trio.sleep(0.02)
             with pytest.raises(LockTimeout):
                 await tokens.valid_token(KEY)
+        await trio.sleep(policy.retry_initial)  # the failure's backoff, then the keeper retries
         fresh = await tokens.valid_token(KEY)
         assert fresh != token
         assert endpoint.is_valid(SHOP, fresh.access_token)

@@ -31,9 +31,7 @@ from shoptoken import (
     TokenManager,
     open_token_manager,
 )
-from shoptoken._schedule import jitter_offset
-from shoptoken._slot import Slot
-from shoptoken._supervisor import Supervisor
+from shoptoken._core._schedule import jitter_offset
 from shoptoken.testing import FakeShopify
 
 from .fakes import FlakyStore, PlainStore, at
@@ -50,11 +48,12 @@ async def manager(
     store: TokenCallback | None = None,
     *,
     events: list[TokenEvent] | None = None,
+    hooks: tuple[Callable[[TokenEvent], None], ...] = (),
     **policy: object,
 ) -> AsyncIterator[TokenManager]:
     """A manager over the fake endpoint, on the test clock."""
     oauth = endpoint.oauth(clock=clock)
-    hooks = [events.append] if events is not None else []
+    hooks = (*hooks, events.append) if events is not None else hooks
     async with (
         oauth,
         open_token_manager(
@@ -177,33 +176,31 @@ async def test_stale_token_is_refreshed_single_flight(
         assert await store.load_tokens(KEY) == new
 
 
-async def test_stale_refresh_failure_raises_by_default(
+async def test_stale_refresh_failure_keeps_serving_the_valid_token(
     endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Without stale_while_error, a stale token whose refresh fails raises RefreshFailed."""
-    store = PlainStore()
-    await store.save_tokens(KEY, expiring(clock, 200))
-    endpoint.fail_next(503)
-    async with manager(endpoint, clock, store) as tokens:
-        with pytest.raises(RefreshFailed) as info:
-            await tokens.valid_token(KEY)
-        assert info.value.status == 503
-        assert info.value.transient
-
-
-async def test_stale_while_error_serves_the_stale_token_and_reports_it(
-    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
-) -> None:
-    """With stale_while_error, a failed refresh of a stale token returns it and says so."""
+    """A stale token whose refresh got a 503 is still served (and reported) while valid."""
     store = PlainStore()
     stale = expiring(clock, 200)
     await store.save_tokens(KEY, stale)
     endpoint.fail_next(503)
     events: list[TokenEvent] = []
-    async with manager(endpoint, clock, store, events=events, stale_while_error=True) as tokens:
+    async with manager(endpoint, clock, store, events=events) as tokens:
+        assert await tokens.valid_token(KEY) == stale  # serves, refreshes in the background
+        await trio.sleep(0.5)  # the refresh failed; the backoff runs
         assert await tokens.valid_token(KEY) == stale
+        assert tokens.statistics().refreshes_failed == 1
         assert tokens.statistics().stale_served == 1
-    assert [e.kind for e in events if e.kind is EventKind.STALE_SERVED] == [EventKind.STALE_SERVED]
+    served = [e for e in events if e.kind is EventKind.STALE_SERVED]
+    assert len(served) == 1
+    assert served[0].error is not None
+    assert "503" in served[0].error
+
+
+def test_stale_while_error_is_deprecated() -> None:
+    """Setting stale_while_error warns that it has no effect any more."""
+    with pytest.warns(DeprecationWarning, match="no effect"):
+        RefreshPolicy(stale_while_error=True)
 
 
 async def test_hard_expired_token_waits_for_the_refresh(
@@ -213,7 +210,7 @@ async def test_hard_expired_token_waits_for_the_refresh(
     store = MemoryStore()
     await installed(endpoint, store)
     endpoint.latency = 2.0
-    async with manager(endpoint, clock, store, stale_while_error=True) as tokens:
+    async with manager(endpoint, clock, store) as tokens:
         await trio.sleep(3600 - 30)
         before = trio.current_time()
         token = await tokens.valid_token(KEY)
@@ -361,8 +358,9 @@ async def test_proactive_refresh_stays_in_its_window_for_48_hours(
     await installed(endpoint, store)
     events: list[tuple[float, TokenEvent]] = []
     expiries: list[float] = []
-    async with manager(endpoint, clock, store) as tokens:
-        tokens._emitter.hooks.append(lambda e: events.append((clock(), e)))
+    async with manager(
+        endpoint, clock, store, hooks=(lambda e: events.append((clock(), e)),)
+    ) as tokens:
         served_expired = 0
         for _ in range(48 * 6):  # the app uses the token every 10 minutes
             token = await tokens.valid_token(KEY)
@@ -561,29 +559,28 @@ async def test_fetch_token_returns_the_stored_token_without_refreshing(
 
 
 async def test_crashing_refresher_is_restarted_and_others_are_unaffected(
-    endpoint: FakeShopify,
-    clock: Clock,
-    autojump_clock: trio.testing.MockClock,
-    monkeypatch: pytest.MonkeyPatch,
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """A bug in one key's refresher is logged and the task restarted; other keys keep going."""
+    """A bug in one key's keeper task is logged and the task restarted; other keys keep going."""
     store = MemoryStore()
     other = TokenKey.offline("other-store")
     await installed(endpoint, store)
     await installed(endpoint, store, other)
-    real_next_wake = Supervisor._next_wake
-    crashes = {"left": 2}
+    crashes = {"left": 0}
 
-    def buggy(self: Supervisor, slot: Slot, now: float, retry_at: float | None) -> float | None:
-        if slot.key == KEY and crashes["left"]:
+    def buggy_clock() -> float:
+        # The keeper's first act is to read the clock: a bug there crashes it.
+        if crashes["left"] and trio.lowlevel.current_task().name == "shoptoken.keeper":
             crashes["left"] -= 1
             raise ZeroDivisionError("bug")
-        return real_next_wake(self, slot, now, retry_at)
+        return clock()
 
-    monkeypatch.setattr(Supervisor, "_next_wake", buggy)
     events: list[TokenEvent] = []
-    async with manager(endpoint, clock, store, events=events) as tokens:
-        await tokens.valid_token(KEY)
+    async with manager(endpoint, buggy_clock, store, events=events) as tokens:
+        crashes["left"] = 2
+        await tokens.valid_token(KEY)  # KEY's keeper starts, and crashes twice
+        await trio.sleep(60)
+        assert crashes["left"] == 0
         await tokens.valid_token(other)
         await trio.sleep(3 * 3600)
         assert tokens.statistics().refresher_crashes == 2
@@ -591,7 +588,7 @@ async def test_crashing_refresher_is_restarted_and_others_are_unaffected(
         assert endpoint.refreshes[other.shop] == 3
     crashed = [e for e in events if e.kind is EventKind.REFRESHER_CRASHED]
     assert [e.attempt for e in crashed] == [1, 2]
-    assert all(e.error == "ZeroDivisionError: bug" for e in crashed)
+    assert all(e.error == "ZeroDivisionError: bug" and e.key == KEY for e in crashed)
 
 
 async def test_transient_failures_are_retried_with_backoff_before_expiry(
@@ -838,6 +835,9 @@ async def test_lock_timeout_reaches_the_caller_and_the_refresher_retries(
             with pytest.raises(LockTimeout):
                 await tokens.valid_token(KEY)
             assert trio.current_time() - before == 5
+        with pytest.raises(LockTimeout):  # inside the backoff: no new attempt, the same error
+            await tokens.valid_token(KEY)
+        await trio.sleep(RefreshPolicy().retry_initial)  # the keeper retries when it ends
         token = await tokens.valid_token(KEY)
         assert endpoint.is_valid(SHOP, token.access_token)
 

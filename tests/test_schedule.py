@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoptoken import RefreshPolicy, Token, TokenKey, _schedule
-from shoptoken._schedule import Freshness, backoff, classify, jitter_offset, refresh_at
+from shoptoken import RefreshPolicy, Token, TokenKey
+from shoptoken._core import _schedule
+from shoptoken._core._schedule import Freshness, backoff, classify, jitter_offset, refresh_at
 
 EPOCH = 1_700_000_000.0
 KEY = TokenKey.offline("my-store")

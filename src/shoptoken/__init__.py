@@ -1,6 +1,9 @@
 """shoptoken: keeps Shopify OAuth tokens valid inside long-running trio daemons."""
 
-from ._callback import LockedToken, SupportsDelete, SupportsListKeys, SupportsLocked, TokenCallback
+from ._core._manager import TokenManager, open_token_manager
+from ._core._policy import RefreshPolicy
+from ._core._refresher import KindRouter, Refresher
+from ._core._statistics import TokenManagerStatistics
 from ._customer import CustomerAccountOAuth
 from ._discovery import CustomerAccountEndpoints
 from ._errors import (
@@ -16,13 +19,16 @@ from ._errors import (
 )
 from ._events import EventHook, EventKind, TokenEvent
 from ._keys import TokenKey, TokenKind
-from ._manager import TokenManager, open_token_manager
 from ._oauth import ShopifyOAuth
+from ._persistence import (
+    LockedToken,
+    SupportsDelete,
+    SupportsListKeys,
+    SupportsLocked,
+    TokenCallback,
+)
 from ._pkce import new_pkce, pkce_challenge
-from ._policy import RefreshPolicy
-from ._refresher import KindRouter, Refresher
 from ._session_token import SessionTokenClaims
-from ._slot import TokenManagerStatistics
 from ._token import Token
 from .stores import MemoryStore
 

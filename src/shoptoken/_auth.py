@@ -11,8 +11,8 @@ from ._keys import TokenKind
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Generator
 
+    from ._core._manager import TokenManager
     from ._keys import TokenKey
-    from ._manager import TokenManager
 
 HEADER = "X-Shopify-Access-Token"
 # The Customer Account API takes the customer's token as the Authorization
@@ -55,6 +55,6 @@ class ManagerAuth(httpx.Auth):
         response = yield request
         if response.status_code != httpx.codes.UNAUTHORIZED:
             return
-        fresh = await self._manager._replace(self._key, token, reason="unauthorized")
+        fresh = await self._manager.refresh_token(self._key, rejected=token)
         request.headers[self._header] = fresh.access_token
         yield request

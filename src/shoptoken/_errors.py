@@ -5,7 +5,9 @@ Operational failures share one root so an app can catch them together::
     ShopTokenError
     ├── NoToken                    nothing stored for the key
     ├── ReauthorizationRequired    the merchant (or customer) must authorize again
-    ├── RefreshFailed              the refresh endpoint failed; maybe transient
+    ├── RefreshFailed              the refresh endpoint failed; maybe transient,
+    │                              maybe with an unknown outcome, maybe the
+    │                              app's own credentials (invalid_client)
     ├── LockTimeout                a cross-process lock was not granted in time
     ├── PersistenceError           the TokenCallback (store) failed
     ├── InvalidSessionToken        an App Bridge session JWT was rejected
@@ -62,6 +64,15 @@ class RefreshFailed(ShopTokenError):
         retry_after: Seconds the server asked us to wait (429), or None.
         transient: True when retrying later may succeed (5xx, 429, network,
             malformed body); False for errors a retry will not fix.
+        outcome_unknown: True when the request may have been processed
+            although no usable answer arrived (a timeout or reset after it
+            was sent, 500/502/504/520, an unreadable 2xx body): Shopify may
+            have rotated the pair, which revokes the previous access token
+            at once. False for a definite "nothing changed" (4xx, 429, 503,
+            a connection refused before anything was sent).
+        app_credentials_rejected: True for 401 ``invalid_client``: the app's
+            own client id or secret was refused. No shop is at fault and
+            every shop would get the same answer.
     """
 
     def __init__(
@@ -74,6 +85,7 @@ class RefreshFailed(ShopTokenError):
         error_description: str | None = None,
         retry_after: float | None = None,
         transient: bool = True,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message, key=key)
         self.status = status
@@ -81,6 +93,12 @@ class RefreshFailed(ShopTokenError):
         self.error_description = error_description
         self.retry_after = retry_after
         self.transient = transient
+        self.outcome_unknown = outcome_unknown
+
+    @property
+    def app_credentials_rejected(self) -> bool:
+        """True for 401 ``invalid_client``: the app's credentials, not the shop's grant."""
+        return self.error == "invalid_client"
 
 
 class LockTimeout(ShopTokenError):

@@ -37,6 +37,10 @@ class EventKind(enum.Enum):
     REFRESH_DEFERRED = "shoptoken.refresh.deferred"
     """The store's lock was held elsewhere while the token was still valid: looked again later."""
     REAUTHORIZATION_REQUIRED = "shoptoken.reauthorization_required"
+    KEY_REAUTHORIZED = "shoptoken.key.reauthorized"
+    """A key marked for re-authorization found a new pair in the store (stored elsewhere)."""
+    APP_CREDENTIALS_REJECTED = "shoptoken.refresh.app_credentials_rejected"
+    """401 invalid_client: the app's client id or secret was refused; refreshing pauses."""
     PERSISTENCE_FAILED = "shoptoken.persistence.failed"
     PERSISTENCE_RECOVERED = "shoptoken.persistence.recovered"
     STALE_SERVED = "shoptoken.stale_served"
@@ -52,6 +56,8 @@ _LEVELS = {
     EventKind.REFRESH_ADOPTED: "info",
     EventKind.REFRESH_DEFERRED: "debug",
     EventKind.REAUTHORIZATION_REQUIRED: "error",
+    EventKind.KEY_REAUTHORIZED: "info",
+    EventKind.APP_CREDENTIALS_REJECTED: "critical",
     EventKind.PERSISTENCE_FAILED: "error",
     EventKind.PERSISTENCE_RECOVERED: "info",
     EventKind.STALE_SERVED: "warning",

@@ -34,6 +34,7 @@ codes, session tokens, access and refresh tokens).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -77,8 +78,11 @@ def _non_empty_str(_instance: object, attribute: attrs.Attribute[str], value: st
 
 def _invalid_response(where: str, action: str, reason: str, key: TokenKey | None) -> RefreshFailed:
     log.debug("shoptoken.oauth.invalid_response", key=where, reason=reason)
-    msg = f"{where}: {action} got an unusable answer ({reason}); transient"
-    return RefreshFailed(msg, key=key, error="invalid_response", transient=True)
+    # A 2xx answer: the grant was performed, and what it issued is lost to us.
+    msg = f"{where}: {action} got an unusable answer ({reason}); outcome unknown"
+    return RefreshFailed(
+        msg, key=key, error="invalid_response", transient=True, outcome_unknown=True
+    )
 
 
 @attrs.define(eq=False)
@@ -94,7 +98,9 @@ class ShopifyOAuth(OwnsHTTPClient):
         http: The HTTP client to use; when None one is created on first use
             (30 s timeout) and owned, that is closed by `aclose`.
         old_client_secret: The previous secret during a secret rotation:
-            callbacks and session tokens signed with it are still accepted.
+            callbacks and session tokens signed with it are still accepted,
+            and a grant the current secret gets 401 ``invalid_client`` for
+            is sent once more with it.
         expiring: Ask for expiring tokens in grants that take the option.
         clock: Wall clock (epoch seconds) that dates new tokens and checks
             callback timestamps and session token lifetimes, unless a call
@@ -417,11 +423,17 @@ class ShopifyOAuth(OwnsHTTPClient):
         map_error: Callable[[ErrorAnswer], ShopTokenError | None] | None = None,
         previous: Token | None = None,
     ) -> Token:
-        """POST a grant to the shop's token endpoint (see `post_token_request`)."""
-        return await post_token_request(
+        """POST a grant to the shop's token endpoint (see `post_token_request`).
+
+        When the current client secret gets 401 ``invalid_client`` and an old
+        secret is configured, the grant is sent once more with the old one:
+        during a secret rotation Shopify may still expect it. ``invalid_client``
+        is a definite refusal, so the second request cannot double a rotation.
+        """
+        send = functools.partial(
+            post_token_request,
             self._client(),
             f"https://{shop}/admin/oauth/access_token",
-            payload,
             secrets=self._secret_list(),
             key=key,
             where=str(key) if key is not None else shop,
@@ -430,3 +442,10 @@ class ShopifyOAuth(OwnsHTTPClient):
             map_error=map_error,
             previous=previous,
         )
+        try:
+            return await send(payload)
+        except RefreshFailed as exc:
+            if self._old_client_secret is None or not exc.app_credentials_rejected:
+                raise
+            log.warning("shoptoken.oauth.old_client_secret_tried", key=str(key or shop))
+            return await send({**payload, "client_secret": self._old_client_secret})

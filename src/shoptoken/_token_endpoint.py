@@ -8,13 +8,21 @@ are stable: other modules import them.
 
 Default mapping of an answer::
 
-    answer                                  raised
-    2xx with a usable token body            nothing: the new `Token`
-    2xx with an unusable body               RefreshFailed(error="invalid_response", transient)
-    400 invalid_grant, any 401              ReauthorizationRequired
-    408, 429, 5xx (520 too)                 RefreshFailed(transient=True, retry_after=...)
-    any other status (3xx, 4xx)             RefreshFailed(transient=False)
-    no answer (connect, timeout, protocol)  RefreshFailed(status=None, transient=True)
+    answer                                  raised                                 outcome
+    2xx with a usable token body            nothing: the new `Token`               rotated
+    2xx with an unusable body               RefreshFailed("invalid_response")      unknown
+    400 invalid_grant, 401 (not the app's)  ReauthorizationRequired                not rotated
+    401 invalid_client                      RefreshFailed(not transient)           not rotated
+    408, 429, 503                           RefreshFailed(transient, retry_after)  not rotated
+    other 5xx (500, 502, 504, 520...)       RefreshFailed(transient, retry_after)  unknown
+    any other status (3xx, 4xx)             RefreshFailed(transient=False)         not rotated
+    nothing sent (connect refused/timeout)  RefreshFailed(status=None, transient)  not rotated
+    sent, no answer (timeout, reset...)     RefreshFailed(status=None, transient)  unknown
+
+"Unknown" (`RefreshFailed.outcome_unknown`) means Shopify may have performed
+the grant although we hold no usable answer: for a refresh, the previous
+access token may already be revoked. Only a definite answer (an error status
+that says nothing was done) or a request that never left proves otherwise.
 
 A grant changes the mapping of non-2xx answers with a ``map_error`` hook
 (token exchange turns 400 ``invalid_subject_token`` into `InvalidSessionToken`).
@@ -217,6 +225,30 @@ def safe_excerpt(text: str, secrets: Iterable[str], *, limit: int) -> str:
     return shown
 
 
+#: Statuses that say the request was not acted on: the server is unavailable
+#: (503), asked us to slow down (429), or timed out before reading it (408).
+_NOT_PROCESSED: Final = frozenset(
+    {HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE}
+)
+#: Transport errors raised before any byte of the request reached the server.
+_NEVER_SENT: Final = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
+
+
+def outcome_unknown(status: int) -> bool:
+    """True when an error status does not prove the request was left undone.
+
+    A 5xx other than 503 may come from a proxy or a crash after Shopify
+    performed the grant (502, 504, 520...); 4xx, 429 and 503 are definite.
+    """
+    return status >= HTTPStatus.INTERNAL_SERVER_ERROR and status not in _NOT_PROCESSED
+
+
 def is_transient(status: int) -> bool:
     """True for statuses a later retry may fix: 408, 429 and every 5xx (520 too)."""
     return (
@@ -297,9 +329,12 @@ def refresh_failed(answer: ErrorAnswer, *, transient: bool | None = None) -> Ref
     """The `RefreshFailed` describing ``answer`` (``transient`` from its status by default)."""
     transient = answer.transient if transient is None else transient
     retry_after = answer.retry_after if transient else None
+    unknown = outcome_unknown(answer.status)
     msg = f"{answer.where}: {answer.action} failed ({answer.detail})"
     if transient:
         msg += "; transient" if retry_after is None else f"; retry after {retry_after:g} s"
+    if unknown:
+        msg += "; outcome unknown"
     return RefreshFailed(
         msg,
         key=answer.key,
@@ -308,16 +343,21 @@ def refresh_failed(answer: ErrorAnswer, *, transient: bool | None = None) -> Ref
         error_description=answer.error_description,
         retry_after=retry_after,
         transient=transient,
+        outcome_unknown=unknown,
     )
 
 
 def default_error(answer: ErrorAnswer) -> ShopTokenError:
     """Map a non-2xx answer the refresh-grant way (the table in the module docstring).
 
-    400 ``invalid_grant`` and any 401 mean the grant is dead:
-    `ReauthorizationRequired`. Everything else is a `RefreshFailed`, transient
-    for 408, 429 and 5xx.
+    400 ``invalid_grant`` and a 401 other than ``invalid_client`` mean the
+    grant is dead: `ReauthorizationRequired`. 401 ``invalid_client`` is the
+    app's own credentials (RFC 6749 section 5.2): a `RefreshFailed` that is
+    not transient and marks no shop. Everything else is a `RefreshFailed`,
+    transient for 408, 429 and 5xx.
     """
+    if answer.status == HTTPStatus.UNAUTHORIZED and answer.error == "invalid_client":
+        return refresh_failed(answer, transient=False)
     if answer.status == HTTPStatus.UNAUTHORIZED or (
         answer.status == HTTPStatus.BAD_REQUEST and answer.error == "invalid_grant"
     ):
@@ -417,7 +457,8 @@ async def post_token_request(
         The new token.
 
     Raises:
-        ReauthorizationRequired: 400 ``invalid_grant`` or 401 (by default).
+        ReauthorizationRequired: 400 ``invalid_grant`` or a 401 other than
+            ``invalid_client`` (by default).
         RefreshFailed: Any other failure (see the module docstring), or
             whatever ``map_error`` returns.
     """
@@ -435,9 +476,14 @@ async def post_token_request(
     except httpx.RequestError as exc:
         # Only the type is quoted: transport messages may hold response bytes.
         error_type = type(exc).__name__
+        unknown = not isinstance(exc, _NEVER_SENT)
         log.debug("shoptoken.oauth.transport_error", key=where, error_type=error_type)
         msg = f"{where}: {action} got no usable answer ({error_type})"
-        raise RefreshFailed(msg, key=key, status=None, transient=True) from exc
+        if unknown:
+            msg += "; outcome unknown"
+        raise RefreshFailed(
+            msg, key=key, status=None, transient=True, outcome_unknown=unknown
+        ) from exc
 
     status = response.status_code
     if not response.is_success:
@@ -469,5 +515,13 @@ async def post_token_request(
             token = keep_refresh_token(token, previous, sent_at=sent_at)
         return token
     log.debug("shoptoken.oauth.invalid_response", key=where, status=status, reason=reason)
-    msg = f"{where}: {action} got an unusable HTTP {status} answer ({reason}); transient"
-    raise RefreshFailed(msg, key=key, status=status, error="invalid_response", transient=True)
+    # A 2xx means the grant was performed: whatever it issued is lost to us.
+    msg = f"{where}: {action} got an unusable HTTP {status} answer ({reason}); outcome unknown"
+    raise RefreshFailed(
+        msg,
+        key=key,
+        status=status,
+        error="invalid_response",
+        transient=True,
+        outcome_unknown=True,
+    )

@@ -172,12 +172,17 @@ async def manager(
     hooks: list[Any],
     **policy: Any,
 ) -> AsyncIterator[TokenManager]:
-    """A manager over the fake, on the test clock."""
+    """A manager over the fake, on the test clock, its retry jitter seeded (reproducible)."""
     oauth = fake.oauth(clock=clock)
     async with (
         oauth,
         open_token_manager(
-            oauth, store, policy=RefreshPolicy(**policy), clock=clock, hooks=hooks
+            oauth,
+            store,
+            policy=RefreshPolicy(**policy),
+            clock=clock,
+            hooks=hooks,
+            rng=random.Random(SEED),
         ) as tokens,
     ):
         yield tokens
@@ -211,7 +216,6 @@ async def half_failing_run(
     store.fail_rate = 0.5
     with quiet_logs():
         async with manager(fake, clock, store, [tally, events.append]) as tokens:
-            tokens._rng.seed(SEED)  # the manager's retry jitter: reproducible figures
             outcome = await use(tokens, fake, keys, hours * 3600, gap=30)
             pending_at_end = tokens.statistics().saves_pending
             # No more calls: the saves still pending land by themselves.
@@ -397,7 +401,6 @@ async def test_a_crash_after_saves_failed_for_a_whole_token_lifetime(
 
     with quiet_logs():
         async with manager(fake, clock, store, [hook]) as tokens:
-            tokens._rng.seed(SEED)  # the retries' jitter: reproducible figures
             await tokens.valid_token(key)
             await trio.sleep(3000)  # the first scheduled refresh is at 3240-3300 s
             store.broken = frozenset({"save"})
@@ -530,5 +533,9 @@ async def test_a_refresh_stopped_by_the_store_is_reported(
             await trio.sleep(3400)  # the scheduled refresh and its retries fail in the store
             assert store.failed[operation] > 3
             assert fake.refreshes == {}
-    reported = [e for e in events if e.error is not None and "StoreDown" in e.error]
+    reported = [
+        e
+        for e in events
+        if e.kind is EventKind.REFRESH_FAILED and e.error is not None and "StoreDown" in e.error
+    ]
     assert len(reported) == store.failed[operation]

@@ -13,6 +13,8 @@ Long: ``pytest tests/reliability/test_soak.py --long -s`` (1,000 shops, 48 h).
 
 from __future__ import annotations
 
+import random
+
 import collections
 import math
 import time
@@ -136,10 +138,14 @@ class Soak:
                 oauth,
                 self.fake.http_client() as http,
                 open_token_manager(
-                    oauth, self.store, policy=RefreshPolicy(), clock=self.clock, hooks=[self.tally]
+                    oauth,
+                    self.store,
+                    policy=RefreshPolicy(),
+                    clock=self.clock,
+                    hooks=[self.tally],
+                    rng=random.Random(self.seed),  # the retry jitter: reproducible figures
                 ) as tokens,
             ):
-                tokens._rng.seed(self.seed)  # the manager's retry jitter: reproducible figures
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.install, tokens)
                     for worker in range(self.workers):

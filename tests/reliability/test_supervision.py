@@ -10,6 +10,7 @@ Run: ``pytest tests/reliability/test_supervision.py -s``.
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,9 +34,6 @@ from shoptoken import (
     TokenManager,
     open_token_manager,
 )
-from shoptoken._rotation import Rotator
-from shoptoken._slot import Slot
-from shoptoken._supervisor import Supervisor
 from shoptoken.testing import trio_wall_clock
 
 from . import Clock, EventTally, RecordingShopify, quiet_logs, report
@@ -45,14 +43,26 @@ HOUR = 3600.0
 
 @asynccontextmanager
 async def manager(
-    fake: RecordingShopify, clock: Clock, store: Any, hooks: list[Any], **policy: Any
+    fake: RecordingShopify,
+    clock: Clock,
+    store: Any,
+    hooks: list[Any],
+    *,
+    refresher: Any = None,
+    seed: int | None = None,
+    **policy: Any,
 ) -> AsyncIterator[TokenManager]:
-    """A manager over the fake, on the test clock."""
-    oauth = fake.oauth(clock=clock)
+    """A manager over the fake (or ``refresher``), on the test clock."""
+    oauth = fake.oauth(clock=fake.clock)
     async with (
         oauth,
         open_token_manager(
-            oauth, store, policy=RefreshPolicy(**policy), clock=clock, hooks=hooks
+            refresher or oauth,
+            store,
+            policy=RefreshPolicy(**policy),
+            clock=clock,
+            hooks=hooks,
+            rng=None if seed is None else random.Random(seed),
         ) as tokens,
     ):
         yield tokens
@@ -127,20 +137,25 @@ async def test_a_crashing_refresher_is_restarted_and_the_fleet_is_unaffected(
     """
     fake, clock, store, keys = await fleet(20, "crash")
     broken = keys[0]
-    real_next_wake = Supervisor._next_wake
     bug = {"on": True, "raised": 0}
+    keeper: dict[str, trio.lowlevel.Task] = {}
 
-    def buggy(self: Supervisor, slot: Slot, now: float, retry_at: float | None) -> float | None:
-        if slot.key == broken and bug["on"]:
-            bug["raised"] += 1
-            raise ZeroDivisionError("bug in the refresher")
-        return real_next_wake(self, slot, now, retry_at)
+    def buggy_clock() -> float:
+        # The broken key's keeper task is the first keeper to read the clock
+        # (its key is used first); from then on its clock reads raise.
+        task = trio.lowlevel.current_task()
+        if task.name == "shoptoken.keeper":
+            keeper.setdefault("broken", task)
+            if bug["on"] and task is keeper["broken"]:
+                bug["raised"] += 1
+                raise ZeroDivisionError("bug in the refresher")
+        return clock()
 
-    monkeypatch.setattr(Supervisor, "_next_wake", buggy)
     events: list[TokenEvent] = []
     with quiet_logs():
-        async with manager(fake, clock, store, [events.append]) as tokens:
-            tokens._rng.seed(7)  # the restart backoff's jitter: reproducible figures
+        async with manager(fake, buggy_clock, store, [events.append], seed=7) as tokens:
+            await tokens.valid_token(broken)
+            await trio.sleep(0)  # its keeper starts, and is the first
             during = await traffic(tokens, fake, keys, 3 * HOUR)
             bug["on"] = False
             stats_during = tokens.statistics()
@@ -191,21 +206,24 @@ async def test_a_crashing_refresher_is_restarted_and_the_fleet_is_unaffected(
 async def test_a_bug_inside_one_keys_refresh_is_contained(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An exception inside one key's refresh (the rotator) fails that refresh only."""
+    """An exception inside one key's refresh fails that refresh only (outcome unknown)."""
     fake, clock, store, keys = await fleet(10, "rotbug")
     broken = keys[0]
-    real_decide = Rotator._decide
     bug = {"on": True}
+    oauth = fake.oauth(clock=clock)
 
-    async def buggy(self: Rotator, slot: Slot, *args: Any, **kwargs: Any) -> Token:
-        if slot.key == broken and bug["on"]:
-            raise RuntimeError("bug in the rotation")
-        return await real_decide(self, slot, *args, **kwargs)
+    @attrs.define
+    class BuggyRefresher:
+        async def refresh(self, key: TokenKey, token: Token, *, clock: Clock | None = None) -> Token:
+            if key == broken and bug["on"]:
+                raise RuntimeError("bug in the rotation")
+            return await oauth.refresh(key, token, clock=clock)
 
-    monkeypatch.setattr(Rotator, "_decide", buggy)
     events: list[TokenEvent] = []
     with quiet_logs():
-        async with manager(fake, clock, store, [events.append]) as tokens:
+        async with manager(
+            fake, clock, store, [events.append], refresher=BuggyRefresher()
+        ) as tokens:
             during = await traffic(tokens, fake, keys, 2 * HOUR)
             bug["on"] = False
             after = await traffic(tokens, fake, keys, 4 * HOUR)

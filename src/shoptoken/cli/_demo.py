@@ -33,9 +33,9 @@ import trio
 from rich.live import Live
 from rich.text import Text
 
+from .._core._manager import open_token_manager
 from .._errors import ReauthorizationRequired, ShopTokenError
 from .._keys import TokenKey
-from .._manager import open_token_manager
 from ..testing import FakeShopify, FaultPlan, serve_loopback
 from ._demo_board import Board, plain_line, render_table
 from ._demo_plan import DemoSettings, demo_faults, demo_policy, shop_names
@@ -50,9 +50,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from .._manager import TokenManager
+    from .._core._manager import TokenManager
+    from .._core._policy import RefreshPolicy
     from .._oauth import ShopifyOAuth
-    from .._policy import RefreshPolicy
 
 SCOPES: Final = "read_orders,read_products"
 API_VERSION: Final = "2026-10"

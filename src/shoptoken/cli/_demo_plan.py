@@ -6,7 +6,7 @@ from typing import Final
 
 import attrs
 
-from .._policy import RefreshPolicy
+from .._core._policy import RefreshPolicy
 from ..testing import Fault
 
 _NAMES: Final = (

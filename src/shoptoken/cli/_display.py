@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Final
 
 from rich.console import Console
 
-from .._schedule import Freshness, freshness
+from .._core._schedule import Freshness, freshness
 
 if TYPE_CHECKING:
+    from .._core._policy import RefreshPolicy
     from .._keys import TokenKey
-    from .._policy import RefreshPolicy
     from .._token import Token
 
 # Wide enough that a pipe or a CI log never wraps a table row.

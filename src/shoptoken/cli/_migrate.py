@@ -37,9 +37,9 @@ from ._options import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from .._callback import TokenCallback
     from .._keys import TokenKey
     from .._oauth import ShopifyOAuth
+    from .._persistence import TokenCallback
     from .._token import Token
 
 _LOCK_TIMEOUT: Final = 30.0

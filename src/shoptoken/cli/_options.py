@@ -16,15 +16,15 @@ import click
 import httpx
 import trio
 
+from .._core._policy import RefreshPolicy
 from .._oauth import ShopifyOAuth
-from .._policy import RefreshPolicy
 from ..stores import store_from_url
 from ._errors import one_line
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from .._callback import TokenCallback
+    from .._persistence import TokenCallback
 
 F = TypeVar("F", bound="Callable[..., Any]")
 

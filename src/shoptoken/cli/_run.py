@@ -20,9 +20,9 @@ import click
 import structlog
 import trio
 
+from .._core._manager import open_token_manager
 from .._errors import NoToken, ReauthorizationRequired, ShopTokenError
 from .._keys import TokenKind
-from .._manager import open_token_manager
 from ._errors import run_trio
 from ._logging import LEVELS, configure_json
 from ._options import (
@@ -38,12 +38,12 @@ from ._options import (
 )
 
 if TYPE_CHECKING:
-    from .._callback import TokenCallback
+    from .._core._manager import TokenManager
+    from .._core._policy import RefreshPolicy
+    from .._core._statistics import TokenManagerStatistics
     from .._keys import TokenKey
-    from .._manager import TokenManager
     from .._oauth import ShopifyOAuth
-    from .._policy import RefreshPolicy
-    from .._slot import TokenManagerStatistics
+    from .._persistence import TokenCallback
 
 log = structlog.get_logger("shoptoken.cli")
 

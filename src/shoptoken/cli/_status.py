@@ -16,9 +16,9 @@ from ._errors import run_trio
 from ._options import StoreConfig, build_policy, open_cli_store, policy_options, store_options
 
 if TYPE_CHECKING:
-    from .._callback import TokenCallback
+    from .._core._policy import RefreshPolicy
     from .._keys import TokenKey
-    from .._policy import RefreshPolicy
+    from .._persistence import TokenCallback
     from .._token import Token
 
 

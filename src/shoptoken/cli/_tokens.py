@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._core._manager import open_token_manager
 from .._keys import TokenKey, TokenKind
-from .._manager import open_token_manager
 from ._display import format_duration
 from ._errors import one_line, run_trio
 from ._options import (

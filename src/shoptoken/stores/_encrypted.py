@@ -39,14 +39,14 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
-    from .._callback import (
+    from .._keys import TokenKey
+    from .._persistence import (
         LockedToken,
         SupportsDelete,
         SupportsListKeys,
         SupportsLocked,
         TokenCallback,
     )
-    from .._keys import TokenKey
     from .._token import Token
 
 _VERSION: Final = "v1"

@@ -15,7 +15,7 @@ from ._sqlite import SQLiteStore
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from .._callback import TokenCallback
+    from .._persistence import TokenCallback
 
 #: Query parameters read by `store_from_url` itself (all others go to libpq).
 _OURS: Final = ("encrypt_key_env", "max_connections", "schema", "table")

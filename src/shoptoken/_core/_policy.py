@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import attrs
 
@@ -48,8 +49,10 @@ class RefreshPolicy:
         skew: A token is hard-expired ``skew`` seconds before its
             ``expires_at`` and never served after that, allowing for clock
             drift and request latency (60 s).
-        stale_while_error: When a stale (not yet expired) token's refresh
-            fails, return the stale token instead of raising.
+        stale_while_error: Deprecated, no effect: a token that is still
+            valid (before its hard expiry, and not possibly revoked by a
+            rotation) is now always served while its refresh fails, and an
+            expired or possibly revoked one never is. Setting it warns.
         retry_initial: First retry delay after a failed refresh or save (1 s).
         retry_max: Cap on the retry delay (120 s): well inside the 300 s
             lead, so several retries happen before a token expires.
@@ -83,6 +86,10 @@ class RefreshPolicy:
             find the new pair with a plain read of the store and adopt it,
             without the lock (0: off, every node wakes at the same moment).
             A few tens of seconds suits Shopify's 300 s lead.
+        recheck_interval: A key marked for re-authorization re-reads the
+            store at most this often when asked (30 s): another process (the
+            web app that handled the merchant's new install) may have stored
+            a new pair. The sweeper rechecks such keys on each pass too.
         shutdown_grace: On leaving the manager, how long an in-flight
             refresh-and-save may still run (10 s).
     """
@@ -106,8 +113,16 @@ class RefreshPolicy:
     shutdown_grace: float = _field(10.0)
     node_spread: float = _field(0.0)
     store_timeout: float = _field(60.0, positive=True)
+    recheck_interval: float = _field(30.0)
 
     def __attrs_post_init__(self) -> None:
+        if self.stale_while_error:
+            warnings.warn(
+                "RefreshPolicy.stale_while_error has no effect: a still-valid token is "
+                "always served while its refresh fails, and never an expired or revoked one",
+                DeprecationWarning,
+                stacklevel=3,
+            )
         if self.retry_jitter > 1:
             msg = "RefreshPolicy.retry_jitter is a fraction in [0, 1]"
             raise ValueError(msg)

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from ._keys import TokenKey
+    from .._keys import TokenKey
+    from .._token import Token
     from ._policy import RefreshPolicy
-    from ._token import Token
 
 
 class Freshness(enum.Enum):

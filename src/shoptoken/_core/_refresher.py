@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-from ._errors import RefreshFailed
-from ._keys import TokenKind
+from .._errors import RefreshFailed
+from .._keys import TokenKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._keys import TokenKey
-    from ._token import Token
+    from .._keys import TokenKey
+    from .._token import Token
 
 
 class Refresher(Protocol):

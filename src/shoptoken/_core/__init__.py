@@ -1,0 +1,8 @@
+"""The token manager's core: decisions, key states, single flight, alarms, supervision.
+
+Read in this order: `_decision` (the one pure decision function), `_state`
+(a key's state machine), `_flight` and `_alarms` (the two performance
+primitives), `_store` (the store adapter), `_context` (what the parts share),
+`_rotation` (refresh, persist, install), `_supervision` (keeper tasks and the
+sweeper), and `_manager` (the public `TokenManager`).
+"""

@@ -1,0 +1,91 @@
+"""AlarmClock: every keeper task sleeps on one shared heap of wake times.
+
+A keeper task exists once per active key, so its size is the fleet's size.
+Rather than a timed cancel scope each (a `CancelScope`, a cancel status with
+two sets and a deadline entry per task), every keeper parks with
+`trio.lowlevel.wait_task_rescheduled` and one alarm task wakes it.
+
+Invariants:
+
+- A sleeping key's ``sleeper`` is its parked task and ``sleep_until`` the
+  trio time it sleeps until; both are reset (to None and nan) whenever the
+  sleep ends, whoever ends it (`wake`, the alarm, a cancellation).
+- A heap entry whose deadline no longer equals its key's ``sleep_until`` is
+  stale (the sleep ended early) and is skipped; stale entries are swept out
+  once they outnumber the live ones.
+- The alarm task's own sleep ends at the earliest live deadline: a new
+  earlier sleep moves it.
+- Only this module touches ``sleeper`` and ``sleep_until``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    from ._state import KeyState
+
+#: A heap entry: wake time (trio clock), a tie-breaker, the sleeping key.
+_Alarm = tuple[float, int, "KeyState"]
+
+
+def _abort(state: KeyState) -> trio.lowlevel.Abort:
+    state.sleeper = None
+    state.sleep_until = math.nan
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
+@attrs.define(eq=False)
+class AlarmClock:
+    """Sleeps keeper tasks until a trio time, or until they are woken."""
+
+    _alarms: list[_Alarm] = attrs.field(factory=list, init=False)
+    _sleeping: int = attrs.field(default=0, init=False)
+    _ticket: int = attrs.field(default=0, init=False)
+    #: The alarm task's own sleep, until the earliest alarm (None until it runs).
+    _timer: trio.CancelScope | None = attrs.field(default=None, init=False)
+
+    async def sleep_until(self, state: KeyState, deadline: float) -> None:
+        """Sleep until ``deadline`` (trio time) or until `wake` is called for ``state``."""
+        self._ticket += 1
+        heapq.heappush(self._alarms, (deadline, self._ticket, state))
+        timer = self._timer
+        if timer is not None and deadline < timer.deadline:
+            timer.deadline = deadline
+        state.sleeper = trio.lowlevel.current_task()
+        state.sleep_until = deadline
+        self._sleeping += 1
+        try:
+            await trio.lowlevel.wait_task_rescheduled(lambda _: _abort(state))
+        finally:
+            self._sleeping -= 1
+
+    async def run(self) -> None:
+        """Wake each sleeper at its time (runs until cancelled)."""
+        alarms = self._alarms
+        while True:
+            now = trio.current_time()
+            while alarms and alarms[0][0] <= now:
+                deadline, _, state = heapq.heappop(alarms)
+                if state.sleep_until == deadline:
+                    wake(state)
+            if len(alarms) > 2 * self._sleeping + 64:
+                alarms[:] = [a for a in alarms if a[2].sleep_until == a[0]]
+                heapq.heapify(alarms)
+            with trio.CancelScope(deadline=alarms[0][0] if alarms else math.inf) as timer:
+                self._timer = timer
+                await trio.sleep_forever()
+
+
+def wake(state: KeyState) -> None:
+    """Wake the key's keeper task now if it sleeps (to reschedule, or to stop)."""
+    task = state.sleeper
+    if task is not None:
+        state.sleeper = None
+        state.sleep_until = math.nan
+        trio.lowlevel.reschedule(task)

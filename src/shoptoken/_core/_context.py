@@ -1,0 +1,156 @@
+"""Core: what the manager, the rotator and the supervision share, and nothing more.
+
+The manager builds one `Core`; `Rotator` and `Supervision` receive it (and
+each other's narrow entry points) instead of reaching into the manager. The
+state changes every part needs (install a token, mark a key dead, retire it)
+live here, so each is written once.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._errors import NoToken, ReauthorizationRequired
+from .._events import Emitter, EventKind, TokenEvent
+from . import _schedule
+from ._alarms import AlarmClock, wake
+from ._gate import AppGate
+from ._statistics import Counters
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Callable, Iterator
+
+    from .._keys import TokenKey
+    from .._token import Token
+    from ._policy import RefreshPolicy
+    from ._refresher import Refresher
+    from ._state import KeyState
+    from ._store import StoreAdapter
+
+
+@attrs.define(eq=False)
+class Core:
+    """The shared parts of one `TokenManager`.
+
+    Attributes:
+        refresher: The OAuth client(s) that turn a token into its successor.
+        store: The user's store, behind its adapter.
+        policy: The refresh policy.
+        clock: The wall clock (epoch seconds); every token is dated with it.
+        rng: The randomness of backoff jitter and node spread.
+        emitter: Where events go (structlog and the app's hooks).
+        critical: The nursery of refreshes and saves (shielded; graced at exit).
+        background: The nursery of keeper tasks, the alarm clock and the sweeper.
+        states: Every key in memory.
+        parked: Parked keys, with the epoch time their refresh token expires.
+    """
+
+    refresher: Refresher
+    store: StoreAdapter
+    policy: RefreshPolicy
+    clock: Callable[[], float]
+    rng: random.Random
+    emitter: Emitter
+    critical: trio.Nursery
+    background: trio.Nursery
+    states: dict[TokenKey, KeyState] = attrs.field(factory=dict, init=False)
+    parked: dict[TokenKey, float] = attrs.field(factory=dict, init=False)
+    counters: Counters = attrs.field(factory=Counters, init=False)
+    alarms: AlarmClock = attrs.field(factory=AlarmClock, init=False)
+    gate: AppGate = attrs.field(factory=AppGate, init=False)
+    limiter: trio.CapacityLimiter = attrs.field(init=False)
+    closed: bool = attrs.field(default=False, init=False)
+    _shutdown_deadline: float = attrs.field(default=math.inf, init=False)
+    _critical_scopes: set[trio.CancelScope] = attrs.field(factory=set, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.limiter = trio.CapacityLimiter(self.policy.max_concurrent_refreshes)
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def is_current(self, state: KeyState) -> bool:
+        """Whether ``state`` is still the key's state in memory."""
+        return self.states.get(state.key) is state
+
+    def check_open(self) -> None:
+        """Raise `RuntimeError` once the manager's block has ended."""
+        if self.closed:
+            msg = "this TokenManager is closed (its open_token_manager block has ended)"
+            raise RuntimeError(msg)
+
+    def install(self, state: KeyState, token: Token, *, obtained_at: float | None = None) -> None:
+        """Make ``token`` the key's token and reschedule its keeper."""
+        stale_at, hard_at, dead_at = _schedule.times(
+            token, state.key, self.policy, obtained_at=obtained_at
+        )
+        spread = self.policy.node_spread
+        if spread and stale_at < hard_at:
+            # This node's own delay: nodes sharing a store do not all wake at once.
+            stale_at += min(self.rng.random() * spread, (hard_at - stale_at) / 2)
+        state.install(token, stale_at, hard_at, dead_at)
+        wake(state)
+
+    def mark_dead(self, state: KeyState, why: str) -> None:
+        """Mark the key for re-authorization (once), and stop its keeper."""
+        if not state.dead:
+            self.emit(EventKind.REAUTHORIZATION_REQUIRED, state, error=why)
+        state.mark_dead(self.clock() + self.policy.recheck_interval)
+        wake(state)
+
+    def raise_if_dead(self, state: KeyState) -> Token:
+        """Return the key's token; raise `ReauthorizationRequired` for a dead key."""
+        if state.dead:
+            raise ReauthorizationRequired(
+                f"{state.key} needs re-authorization (put_token installs a new token)",
+                key=state.key,
+            )
+        if state.token is None:
+            raise NoToken(f"no token stored for {state.key}", key=state.key)
+        return state.token
+
+    def drop(self, state: KeyState) -> None:
+        """Take the key out of memory and stop everything running for it."""
+        if self.is_current(state):
+            del self.states[state.key]
+        state.retire()
+        wake(state)  # its keeper wakes, sees the key gone, and ends
+
+    def emit(self, kind: EventKind, state: KeyState, **fields: Any) -> None:
+        """Report an event about ``state``'s key."""
+        self.emitter.emit(TokenEvent(kind=kind, key=state.key, **fields))
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """The delay before retry ``attempt`` (the policy's backoff, jittered by ``rng``)."""
+        return _schedule.backoff(
+            attempt, self.policy, rand=self.rng.random(), retry_after=retry_after
+        )
+
+    # -- shielded work and shutdown ------------------------------------------------------
+
+    @contextmanager
+    def shielded(self) -> Iterator[trio.CancelScope]:
+        """A shielded scope for a refresh or a save: bounded by ``shutdown_grace`` at exit."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = min(scope.deadline, self._shutdown_deadline)
+            self._critical_scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._critical_scopes.discard(scope)
+
+    def close(self) -> None:
+        """Stop serving, give shielded work ``shutdown_grace``, cancel the rest."""
+        self.closed = True
+        # Remembered: a save retry scheduled just before now registers later.
+        self._shutdown_deadline = deadline = trio.current_time() + self.policy.shutdown_grace
+        for scope in self._critical_scopes:
+            scope.deadline = min(scope.deadline, deadline)
+        self.background.cancel_scope.cancel()
+        for state in self.states.values():
+            state.retire()  # the hot path now falls through to check_open

@@ -1,0 +1,390 @@
+"""TokenManager: look up the key, decide, act.
+
+The hot path serves a fresh token from the key's cached ``fresh_until``;
+everything else asks `decide` and does what it says: serve, serve and start
+a background refresh, join or start a refresh and wait, raise, or re-read
+the store for a key marked for re-authorization.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import asynccontextmanager, nullcontext
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .._errors import NoToken, PersistenceError
+from .._events import Emitter, EventHook
+from .._keys import TokenKey, TokenKind
+from .._persistence import TokenCallback
+from .._token import Token
+from ._context import Core
+from ._decision import Action, decide
+from ._flight import Flight, copy_error
+from ._policy import RefreshPolicy
+from ._refresher import as_refresher
+from ._rotation import Rotator
+from ._saves import PendingSaves
+from ._state import KeyState
+from ._statistics import TokenManagerStatistics
+from ._store import StoreAdapter
+from ._supervision import Supervision
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+
+    import httpx
+
+    from ._refresher import Refresher
+
+
+@attrs.define(eq=False, init=False)
+class TokenManager:
+    """Keeps every key's token valid; made by `open_token_manager`.
+
+    All methods must be called from the trio run that opened the manager.
+    """
+
+    _core: Core
+    _states: dict[TokenKey, KeyState]
+    _clock: Callable[[], float]
+    _rotator: Rotator
+    _supervision: Supervision
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._states = core.states
+        self._clock = core.clock
+        self._rotator = Rotator(core, PendingSaves(core))
+        self._supervision = Supervision(core, self._rotator, self._load_unused)
+        core.background.start_soon(self._supervision.sweep)
+        core.background.start_soon(core.alarms.run)
+
+    # -- the hot path ---------------------------------------------------------
+
+    async def valid_token(self, key: TokenKey) -> Token:
+        """Return a token for ``key`` that is valid now.
+
+        A fresh cached token is returned at once: no lock, no I/O and, unlike
+        other trio async functions, no checkpoint (it does not yield to the
+        scheduler, as a cache hit should not). Otherwise the decision table
+        in the docs applies: load lazily on first use; serve a stale but
+        valid token and refresh it in the background; wait for a refresh
+        when no valid token is held; raise when nothing can be served.
+
+        Raises:
+            NoToken: Nothing is stored for ``key``.
+            ReauthorizationRequired: The refresh token is expired or revoked.
+            RefreshFailed: No valid token is held and the refresh failed, or
+                the key is inside a backoff or Retry-After window
+                (``retry_after`` says how long).
+            LockTimeout: The store's cross-process lock timed out.
+            PersistenceError: The store failed to load the token.
+            RuntimeError: The manager is closed.
+        """
+        state = self._states.get(key)
+        if state is not None:
+            now = self._clock()
+            if now < state.fresh_until:
+                state.used = now
+                return state.token  # type: ignore[return-value]  # fresh_until > -inf only with a token
+            flight = state.flight
+            if flight is not None and state.running and decide(state, now) is Action.JOIN:
+                # No valid token, its refresh in flight: wait for it. Joined
+                # here, a herd's callers each run one coroutine level less.
+                state.used = now
+                await flight.wait()
+                return flight.result()
+        return await self._valid_token_slow(key)
+
+    async def _valid_token_slow(self, key: TokenKey) -> Token:
+        state, loaded = await self._activate(key)
+        for _ in range(2):  # once more after a recheck found a new pair
+            now = self._clock()
+            state.used = now
+            action = decide(state, now)
+            if action is Action.SERVE or action is Action.SERVE_AND_REFRESH:
+                if action is Action.SERVE_AND_REFRESH:
+                    self._rotator.start(state, reason="stale")
+                if state.failures:
+                    self._core.counters.stale_served += 1
+                if not loaded:
+                    # A first use checkpointed in its load; a fleet's start
+                    # then takes one scheduler pass per key, not two.
+                    await trio.lowlevel.checkpoint()
+                return state.token  # type: ignore[return-value]  # SERVE implies a token
+            if action is Action.JOIN or action is Action.REFRESH:
+                reason = "outcome unknown" if state.suspect else "expired"
+                return await self._rotator.refresh(state, reason=reason)
+            if action is Action.RETRY_LATER:
+                raise self._rotator.retry_later(state, now)
+            if action is Action.RECHECK:
+                await self._rotator.recheck(state)
+                self._supervision.start(state)
+                continue
+            break  # REAUTHORIZE (LOAD cannot follow _activate)
+        if not state.dead:
+            self._core.mark_dead(state, "the refresh token expired")
+        self._core.raise_if_dead(state)
+        raise AssertionError  # pragma: no cover - raise_if_dead raised
+
+    # -- the rest of the public API -------------------------------------------
+
+    async def put_token(self, key: TokenKey, token: Token) -> None:
+        """Save ``token`` for ``key`` and start keeping it fresh (install or re-auth).
+
+        Clears a re-authorization-required state. Counts as use of the key.
+
+        Raises:
+            PersistenceError: The store failed; nothing changed, the caller
+                still holds the token and may retry.
+            TypeError: ``token`` is not a `Token`.
+        """
+        if not isinstance(token, Token):
+            msg = f"put_token takes a Token, not {type(token).__name__}"
+            raise TypeError(msg)
+        core = self._core
+        core.check_open()
+        while True:
+            state = self._state_for(key)
+            async with state.locked():
+                if not core.is_current(state):
+                    continue
+                try:
+                    await core.store.save(key, token)
+                except PersistenceError:
+                    core.counters.saves_failed += 1
+                    raise
+                state.unsaved = None
+                core.install(state, token)
+                state.used = self._clock()
+            self._supervision.start(state)
+            return
+
+    async def fetch_token(self, key: TokenKey) -> Token:
+        """Return the token held for ``key`` as is, without refreshing it.
+
+        Raises:
+            NoToken: Nothing is stored for ``key``.
+            PersistenceError: The store failed to load it.
+        """
+        state, _ = await self._activate(key, use=False)
+        await trio.lowlevel.checkpoint()
+        assert state.token is not None  # noqa: S101 - _activate guarantees a token
+        return state.token
+
+    async def refresh_token(self, key: TokenKey, *, rejected: Token | None = None) -> Token:
+        """Refresh ``key`` now (single-flight) and return the new token. Counts as use.
+
+        The decision is re-taken under the lock after re-reading the store:
+        if another task, process or node replaced the token since this call
+        began, that token is returned instead of refreshing twice.
+
+        Args:
+            key: The key.
+            rejected: The token an API call was just refused with (a 401).
+                When the key already holds another valid token, that one is
+                returned without a refresh. `auth` passes it; so can an
+                app's own httpx Auth.
+
+        Raises:
+            NoToken: Nothing is stored for ``key``.
+            ReauthorizationRequired: The token cannot be refreshed.
+            RefreshFailed: The refresh failed, or the key is inside a
+                backoff or Retry-After window (no request is made then).
+        """
+        state, _ = await self._activate(key)
+        now = self._clock()
+        state.used = now
+        if decide(state, now) is Action.RECHECK:
+            await self._rotator.recheck(state)
+        token = self._core.raise_if_dead(state)
+        if rejected is None:
+            return await self._rotator.refresh(state, reason="forced", replacing=token)
+        if token.access_token != rejected.access_token and decide(state, now) in _SERVABLE:
+            return token
+        return await self._rotator.refresh(state, reason="unauthorized", replacing=rejected)
+
+    async def forget(self, key: TokenKey) -> None:
+        """Stop refreshing ``key`` and delete its stored pair (app uninstalled).
+
+        The store's ``delete_tokens`` is called when it has one; otherwise the
+        key is only dropped from memory.
+
+        Raises:
+            PersistenceError: The store failed to delete; nothing changed.
+        """
+        core = self._core
+        core.check_open()
+        state = self._states.get(key)
+        async with state.locked() if state is not None else nullcontext():
+            await core.store.delete(key, state.token if state is not None else None)
+            core.parked.pop(key, None)
+            if state is not None:
+                core.drop(state)
+
+    def statistics(self) -> TokenManagerStatistics:
+        """Return a frozen snapshot of keys and counters."""
+        core = self._core
+        c = core.counters
+        states = self._states.values()
+        return TokenManagerStatistics(
+            keys_known=len(self._states) + len(core.parked),
+            keys_active=sum(1 for s in states if s.running),
+            keys_parked=len(core.parked),
+            keys_reauthorization_required=sum(1 for s in states if s.dead),
+            keys_suspect=sum(1 for s in states if s.suspect and not s.dead),
+            refreshes_in_flight=sum(1 for s in states if s.flight is not None),
+            refreshes_succeeded=c.refreshes_succeeded,
+            refreshes_failed=c.refreshes_failed,
+            refreshes_outcome_unknown=c.refreshes_outcome_unknown,
+            refreshes_adopted=c.refreshes_adopted,
+            refreshes_deferred=c.refreshes_deferred,
+            app_credentials_rejected=c.app_credentials_rejected,
+            refreshes_paused=c.refreshes_paused,
+            saves_failed=c.saves_failed,
+            saves_pending=sum(1 for s in states if s.unsaved is not None),
+            loads_failed=c.loads_failed,
+            stale_served=c.stale_served,
+            refresher_crashes=c.refresher_crashes,
+        )
+
+    def auth(self, key: TokenKey) -> httpx.Auth:
+        """Return an `httpx.Auth` that authenticates requests for ``key``.
+
+        It sets ``X-Shopify-Access-Token`` from `valid_token`; on a 401 it
+        forces one refresh (unless the token was already replaced) and
+        retries the request once. It is built on `valid_token` and
+        `refresh_token` alone.
+        """
+        from .._auth import ManagerAuth  # noqa: PLC0415 - keeps httpx off the import path of the core
+
+        return ManagerAuth(self, key)
+
+    # -- loading ---------------------------------------------------------------
+
+    def _state_for(self, key: TokenKey) -> KeyState:
+        state = self._states.get(key)
+        if state is None:
+            self._core.check_open()
+            if not isinstance(key, TokenKey):
+                msg = f"expected a TokenKey, not {type(key).__name__}"
+                raise TypeError(msg)
+            state = self._states[key] = KeyState(key)
+            self._core.parked.pop(key, None)
+        return state
+
+    async def _load_unused(self, key: TokenKey) -> KeyState:
+        return (await self._activate(key, use=False))[0]
+
+    async def _activate(self, key: TokenKey, *, use: bool = True) -> tuple[KeyState, bool]:
+        """Return the key's state (loaded once, single flight) and whether this call loaded it."""
+        loaded = False
+        while True:
+            state = self._state_for(key)
+            if state.token is None:
+                loading = state.loading
+                if loading is not None:
+                    await loading.wait()
+                    if loading.error is not None:
+                        raise copy_error(loading.error)  # we waited on a failed load
+                    continue  # loaded now, or its loader was cancelled: look again
+                await self._load_into(state)
+                loaded = True
+            else:
+                # No checkpoint here: every caller reaches one soon after, and
+                # a herd of callers must not take an extra scheduler pass to join.
+                self._core.check_open()
+            if use:
+                self._supervision.start(state)
+            return state, loaded
+
+    async def _load_into(self, state: KeyState) -> None:
+        """Load a key's first token; waiters on ``state.loading`` share the outcome."""
+        core = self._core
+        key = state.key
+        flight = state.loading = Flight()
+        error: Exception | None = None
+        try:
+            try:
+                token = await core.store.load(key, bounded=False)
+            except PersistenceError as exc:
+                core.counters.loads_failed += 1
+                error = exc
+                raise
+            if token is None:
+                error = NoToken(f"no token stored for {key}", key=key)
+                raise error
+            if state.token is None:  # else put_token installed a newer token meanwhile
+                core.install(state, token)
+        finally:
+            state.loading = None
+            if error is not None:
+                core.drop(state)  # the next use loads again
+            flight.finish(error=error)
+
+
+_SERVABLE = (Action.SERVE, Action.SERVE_AND_REFRESH)
+
+
+@asynccontextmanager
+async def open_token_manager(
+    refresher: Refresher | Mapping[TokenKind, Refresher],
+    callback: TokenCallback,
+    *,
+    policy: RefreshPolicy | None = None,
+    clock: Callable[[], float] = time.time,
+    hooks: Iterable[EventHook] = (),
+    rng: random.Random | None = None,
+) -> AsyncIterator[TokenManager]:
+    """Run a `TokenManager` for the duration of the ``async with`` block.
+
+    The manager owns a nursery: one keeper task per active key, the alarm
+    clock and a sweeper. Leaving the block lets refreshes and saves in
+    flight finish (up to ``policy.shutdown_grace`` seconds), then cancels
+    the rest. An exception raised in the block reaches the caller as is,
+    never wrapped in an exception group.
+
+    Args:
+        refresher: The OAuth client, e.g. `ShopifyOAuth`; or a mapping from
+            `TokenKind` to clients, to serve several kinds from one manager
+            (``{TokenKind.OFFLINE: shopify, TokenKind.CUSTOMER: customers}``).
+        callback: Where tokens are persisted (`TokenCallback`).
+        policy: Refresh timing; `RefreshPolicy()` by default.
+        clock: Wall clock in epoch seconds; tokens are dated with it.
+        hooks: Functions called with every `TokenEvent`.
+        rng: The randomness of retry jitter and ``node_spread`` (a seeded
+            `random.Random` makes them reproducible); a fresh one by default.
+
+    Raises:
+        TypeError: ``refresher`` or ``callback`` lacks the methods it needs.
+    """
+    # Checked before the nursery opens, so a misuse error is not wrapped.
+    routed = as_refresher(refresher)
+    if not isinstance(callback, TokenCallback):
+        msg = f"{type(callback).__name__} is not a TokenCallback (load_tokens/save_tokens)"
+        raise TypeError(msg)
+    policy = policy or RefreshPolicy()
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as critical, trio.open_nursery() as background:
+        core = Core(
+            routed,
+            StoreAdapter(callback, policy.store_timeout),
+            policy,
+            clock,
+            rng or random.Random(),  # noqa: S311 - retry jitter, not cryptography
+            Emitter(list(hooks)),
+            critical,
+            background,
+        )
+        try:
+            yield TokenManager(core)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+            body_error = exc
+        finally:
+            core.close()
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,518 @@
+"""Rotator: single-flight refresh, commit before serve, and saves retried until they land.
+
+One refresh per key runs at a time, in the manager's critical nursery and
+shielded from its callers' cancellation. Under the key's lock (and the
+store's cross-process lock when it has one) the decision is re-taken on the
+re-read token by `decide`; only then is Shopify asked. Every attempt ends in
+one of three outcomes:
+
+- rotated: Shopify revoked the old access token at once, so from the answer
+  on no caller gets it; the new pair is saved (for a locked store: its
+  transaction committed) and only then installed and handed out. A pair
+  whose save fails is kept in memory, served, and saved again with backoff.
+- not rotated (a definite answer): the held token stays as good as it was.
+- unknown (no usable answer): the held token may be revoked and is never
+  served again; the refresh is retried promptly with the old refresh token,
+  which Shopify's recovery window still accepts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._errors import (
+    LockTimeout,
+    NoToken,
+    PersistenceError,
+    ReauthorizationRequired,
+    RefreshFailed,
+    ShopTokenError,
+)
+from .._events import EventKind, describe
+from . import _schedule
+from ._decision import Action, StoredView, decide
+from ._flight import Flight, copy_error
+from ._store import secrets_of
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .._token import Token
+    from ._context import Core
+    from ._saves import PendingSaves
+    from ._state import KeyState
+    from ._store import Locked
+
+    Save = Callable[[Token], Awaitable[None]]
+
+
+@attrs.frozen
+class _Rotated:
+    """A rotation's new pair, and what became of its save."""
+
+    token: Token
+    obtained_at: float
+    started: float
+    save_error: PersistenceError | None
+
+
+@attrs.define(eq=False)
+class Rotator:
+    """Runs the refreshes, rechecks and pending saves of one manager."""
+
+    core: Core
+    saves: PendingSaves
+
+    # -- single flight ---------------------------------------------------------------
+
+    def start(self, state: KeyState, *, reason: str, replacing: Token | None = None) -> Flight:
+        """Start the key's refresh in the background unless one is in flight."""
+        flight = state.flight
+        if flight is None:
+            self.core.check_open()
+            flight = state.flight = Flight(replacing=replacing)
+            held = state.token
+            if (
+                replacing is not None
+                and held is not None
+                and not state.suspect
+                and replacing.access_token == held.access_token
+            ):
+                # A forced refresh: its rotation revokes this token, so stop serving it now.
+                state.distrust()
+                flight.distrusted = True
+            self.core.critical.start_soon(self._fly, state, flight, reason)
+        return flight
+
+    async def refresh(
+        self, state: KeyState, *, reason: str, replacing: Token | None = None
+    ) -> Token:
+        """Join the key's refresh in flight, or start one, and return its token.
+
+        Raises:
+            RefreshFailed: At once, with ``retry_after``, inside the key's
+                backoff or Retry-After window (no request is made).
+        """
+        for _ in range(2):
+            flight = state.flight
+            if flight is None:
+                now = self.core.clock()
+                if now < state.retry_at:
+                    raise self.retry_later(state, now)
+                flight = self.start(state, reason=reason, replacing=replacing)
+            await flight.wait()
+            token = flight.result()
+            # A joined refresh may have been decided before our token went bad;
+            # if it handed back the very token we must replace, go once more.
+            if replacing is None or token.access_token != replacing.access_token:
+                return token
+        return token
+
+    def retry_later(self, state: KeyState, now: float) -> Exception:
+        """The error for a caller with no valid token inside the key's retry window."""
+        last = state.last_error
+        wait = state.retry_at - now
+        if last is not None and not isinstance(last, RefreshFailed):
+            return copy_error(last)  # the store failed: say so, as it did
+        why = (
+            ""
+            if last is None
+            else f" (the last one failed: {describe(last, secrets_of(state.token))})"
+        )
+        error = RefreshFailed(
+            f"{state.key}: no valid token; next refresh attempt in {wait:.3g} s{why}",
+            key=state.key,
+            status=None if last is None else last.status,
+            error=None if last is None else last.error,
+            retry_after=wait,
+            transient=True if last is None else last.transient,
+            outcome_unknown=False,
+        )
+        error.__cause__ = last
+        return error
+
+    async def _fly(self, state: KeyState, flight: Flight, reason: str) -> None:
+        # Shielded: neither a cancelled caller nor the manager's exit may cut a
+        # rotation Shopify has performed. Core.close() bounds it with a deadline.
+        core = self.core
+        token: Token | None = None
+        error: Exception | None = None
+        with core.shielded():
+            try:
+                token = await self._refresh_locked(state, reason, flight.replacing)
+            except ShopTokenError as exc:
+                error = exc
+            except Exception as exc:  # noqa: BLE001 - a bug reaches callers as a refresh failure
+                error = RefreshFailed(
+                    f"refresh of {state.key} failed unexpectedly: {describe(exc, _secrets(state))}",
+                    key=state.key,
+                    outcome_unknown=True,
+                )
+                error.__cause__ = exc
+            finally:
+                if token is None and error is None:
+                    error = RefreshFailed(
+                        f"refresh of {state.key} was cut short by the manager's exit",
+                        key=state.key,
+                        outcome_unknown=True,
+                    )
+                    core.emit(
+                        EventKind.REFRESH_FAILED,
+                        state,
+                        error=describe(error),
+                        reason="cut at shutdown_grace",
+                    )
+                if state.flight is flight:
+                    state.flight = None
+                if error is not None:
+                    self._failed(state, error, trusted=flight.distrusted)
+                else:
+                    state.clear_failures()
+                flight.finish(token, error)
+
+    def _failed(self, state: KeyState, error: Exception, *, trusted: bool) -> None:
+        """Remember a failed refresh and when the key may be asked about again."""
+        if isinstance(error, ReauthorizationRequired | NoToken):
+            return
+        core = self.core
+        unknown = getattr(error, "outcome_unknown", False)
+        if unknown:
+            state.distrust()  # Shopify may have rotated: the old token may be revoked
+        elif trusted and state.suspect:
+            state.trust()  # a forced refresh that definitely did not rotate
+        delay = core.backoff(state.failures + 1, getattr(error, "retry_after", None))
+        state.note_failure(error, core.clock() + delay)
+        if not state.suspect and state.token is not None and core.clock() < state.hard_at:
+            core.emit(
+                EventKind.STALE_SERVED,
+                state,
+                error=describe(error, _secrets(state)),
+                retry_in=delay,
+            )
+
+    # -- under the locks ---------------------------------------------------------------
+
+    async def _refresh_locked(self, state: KeyState, reason: str, replacing: Token | None) -> Token:
+        core = self.core
+        key = state.key
+        async with core.limiter, state.locked():
+            if not core.is_current(state):
+                raise NoToken(f"{key} was forgotten", key=key)
+            core.raise_if_dead(state)
+            if state.unsaved is not None:
+                await self.saves.save_pending(state)
+            locked = core.store.locked
+            if locked is None:
+                stored = await self._reread(state, reason)
+                outcome = await self._rotate_or_adopt(
+                    state, stored, replacing, reason, lambda t: core.store.save(key, t)
+                )
+                return (
+                    self._land(state, outcome, reason) if isinstance(outcome, _Rotated) else outcome
+                )
+            urgent = replacing is not None or not self._still_valid(state)
+            if not urgent:
+                # Another process or node may have rotated already (or be
+                # rotating, if we left it the lock last time): a plain read
+                # finds its pair without queueing for the lock.
+                adopted = await self._adopt_stored(state, reason)
+                if adopted is not None:
+                    return adopted
+            entered = await self._enter_store_lock(state, locked, reason, urgent=urgent)
+            if entered is None:
+                return self._defer(state, reason)
+            handle_cm, handle = entered
+            try:
+                outcome = await self._rotate_or_adopt(
+                    state,
+                    handle.token,
+                    replacing,
+                    reason,
+                    lambda t: core.store.run_save(key, t, handle.save, pass_key=False),
+                )
+            except BaseException as exc:
+                await handle_cm.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            try:
+                await handle_cm.__aexit__(None, None, None)  # the commit
+            except Exception as exc:  # noqa: BLE001 - a failed commit is a failed save
+                if isinstance(outcome, _Rotated) and outcome.save_error is None:
+                    why = describe(exc, secrets_of(outcome.token))
+                    error = PersistenceError(f"committing {key}'s new pair failed: {why}", key=key)
+                    outcome = attrs.evolve(outcome, save_error=error)
+            if isinstance(outcome, _Rotated):
+                return self._land(state, outcome, reason)
+            return outcome
+
+    async def _reread(self, state: KeyState, reason: str) -> Token | None:
+        try:
+            return await self.core.store.load(state.key)
+        except PersistenceError as exc:
+            self.core.counters.loads_failed += 1
+            self._store_stopped(state, exc, reason)
+            raise
+
+    def _still_valid(self, state: KeyState) -> bool:
+        """Whether the held token may still be served (so a refresh can wait)."""
+        now = self.core.clock()
+        return (
+            state.unsaved is None
+            and not state.dead
+            and not state.suspect
+            and now < min(state.hard_at, state.dead_at)
+        )
+
+    async def _enter_store_lock(
+        self, state: KeyState, locked: Locked, reason: str, *, urgent: bool
+    ) -> tuple[Any, Any] | None:
+        """Enter the store's lock; None if a refresh that is not urgent leaves it to its holder.
+
+        An urgent refresh (the token is hard-expired, suspect or being
+        replaced) waits up to ``lock_timeout``; any other waits
+        ``stale_lock_timeout``: the holder is most likely another node
+        rotating this very key, and queueing behind it would only hold a
+        pooled connection.
+        """
+        policy = self.core.policy
+        key = state.key
+        while True:
+            timeout = policy.lock_timeout if urgent else policy.stale_lock_timeout
+            handle_cm = locked(key, timeout=timeout)
+            try:
+                return handle_cm, await handle_cm.__aenter__()
+            except LockTimeout as exc:
+                if not urgent:
+                    if self._still_valid(state):
+                        return None
+                    urgent = True  # the token expired while we waited: now we queue
+                    continue
+                self._store_stopped(state, exc, reason)
+                raise
+            except ShopTokenError as exc:
+                self._store_stopped(state, exc, reason)
+                raise
+            except Exception as exc:
+                error = PersistenceError(f"locking {key} failed: {describe(exc)}", key=key)
+                self._store_stopped(state, error, reason)
+                raise error from exc
+
+    async def _adopt_stored(self, state: KeyState, reason: str) -> Token | None:
+        """Read the store without its lock; adopt a fresh pair another holder saved."""
+        core = self.core
+        try:
+            stored = await core.store.load(state.key)
+        except PersistenceError:
+            core.counters.loads_failed += 1
+            return None  # the locked re-read decides (and reports)
+        if stored is None or stored == state.token:
+            return None
+        if (
+            _schedule.freshness(stored, state.key, core.clock(), core.policy)
+            is not _schedule.Freshness.FRESH
+        ):
+            return None
+        self._adopt(state, stored, reason)
+        return stored
+
+    def _adopt(self, state: KeyState, token: Token, reason: str) -> None:
+        """Take a pair another task, process or node stored (no request of ours)."""
+        core = self.core
+        core.install(state, token)
+        core.counters.refreshes_adopted += 1
+        core.emit(EventKind.REFRESH_ADOPTED, state, expires_at=token.expires_at, reason=reason)
+
+    def _defer(self, state: KeyState, reason: str) -> Token:
+        """Serve the still-valid token and look again after a backoff (never past hard expiry)."""
+        core = self.core
+        state.deferrals += 1
+        now = core.clock()
+        delay = min(core.backoff(state.deferrals), state.hard_at - now)
+        state.reschedule(now + delay)
+        core.counters.refreshes_deferred += 1
+        core.emit(
+            EventKind.REFRESH_DEFERRED,
+            state,
+            reason=reason,
+            retry_in=delay,
+            attempt=state.deferrals,
+        )
+        assert state.token is not None  # noqa: S101 - _still_valid held
+        return state.token
+
+    def _store_stopped(self, state: KeyState, exc: ShopTokenError, reason: str) -> None:
+        """Report a refresh the store stopped before Shopify was asked (re-read or lock)."""
+        self.core.emit(
+            EventKind.REFRESH_FAILED, state, error=describe(exc, _secrets(state)), reason=reason
+        )
+
+    # -- the decision on the re-read token, and the rotation ---------------------------
+
+    async def _rotate_or_adopt(
+        self,
+        state: KeyState,
+        stored: Token | None,
+        replacing: Token | None,
+        reason: str,
+        save: Save,
+    ) -> Token | _Rotated:
+        """Re-take the decision on the re-read token: adopt it, or rotate it and save."""
+        core = self.core
+        key = state.key
+        if state.unsaved is not None:
+            base = state.unsaved  # memory is newer than the store until the save lands
+        elif stored is None:
+            core.drop(state)
+            raise NoToken(f"{key} is no longer stored (deleted elsewhere)", key=key)
+        else:
+            base = stored
+        held = state.token
+        same = held is not None and base.access_token == held.access_token
+        view = StoredView(
+            base,
+            *_schedule.times(base, key, core.policy),
+            suspect=(replacing is not None and base.access_token == replacing.access_token)
+            or (state.suspect and same),
+        )
+        action = decide(view, core.clock())
+        if action is Action.REAUTHORIZE:
+            core.mark_dead(state, "the refresh token expired, or the token cannot be refreshed")
+            raise ReauthorizationRequired(f"{key} expired and cannot be refreshed", key=key)
+        if action is Action.SERVE:
+            if not same or state.suspect:
+                self._adopt(state, base, reason)
+            return base
+        return await self._rotate(state, base, reason, save)
+
+    async def _rotate(self, state: KeyState, base: Token, reason: str, save: Save) -> _Rotated:
+        core = self.core
+        key = state.key
+        core.emit(EventKind.REFRESH_STARTED, state, reason=reason)
+        now = core.clock()
+        wait = core.gate.admit(now, core.policy.retry_initial)
+        if wait is not None:
+            core.counters.refreshes_paused += 1
+            raise RefreshFailed(
+                f"{key}: not refreshed: the app's credentials were rejected "
+                f"(invalid_client); the next probe is in {wait:.3g} s",
+                key=key,
+                status=401,
+                error="invalid_client",
+                retry_after=wait,
+                transient=False,
+            )
+        started, obtained_at = trio.current_time(), now
+        try:
+            new = await core.refresher.refresh(key, base, clock=core.clock)
+        except ReauthorizationRequired as exc:
+            core.gate.answered()
+            core.counters.refreshes_failed += 1
+            core.mark_dead(state, describe(exc, secrets_of(base)))
+            raise
+        except Exception as exc:
+            raise self._refresh_error(state, base, exc, reason) from exc
+        core.gate.answered()
+        core.counters.refreshes_succeeded += 1
+        # Shopify revoked the old access token as it rotated: nobody gets it
+        # from now on; callers wait for the new pair, served once it is saved.
+        state.distrust()
+        try:
+            await save(new)
+        except PersistenceError as exc:
+            return _Rotated(new, obtained_at, started, exc)
+        return _Rotated(new, obtained_at, started, None)
+
+    def _refresh_error(
+        self, state: KeyState, base: Token, exc: Exception, reason: str
+    ) -> RefreshFailed:
+        """Count and report a failed request; the `RefreshFailed` callers get."""
+        core = self.core
+        core.counters.refreshes_failed += 1
+        if isinstance(exc, RefreshFailed):
+            error = exc
+        else:
+            error = RefreshFailed(
+                f"refresher raised unexpectedly for {state.key}: {describe(exc, secrets_of(base))}",
+                key=state.key,
+                outcome_unknown=True,
+            )
+        if error.app_credentials_rejected:
+            core.gate.rejected(core.clock(), core.backoff(core.gate.failures + 1))
+            core.counters.app_credentials_rejected += 1
+            core.emit(
+                EventKind.APP_CREDENTIALS_REJECTED, state, error=describe(error), reason=reason
+            )
+        elif error.status is not None:
+            core.gate.answered()
+        else:
+            core.gate.unanswered()
+        if error.outcome_unknown:
+            core.counters.refreshes_outcome_unknown += 1
+        core.emit(
+            EventKind.REFRESH_FAILED,
+            state,
+            error=describe(error, secrets_of(base)),
+            reason=reason if not error.outcome_unknown else f"{reason}; outcome unknown",
+        )
+        return error
+
+    def _land(self, state: KeyState, rotated: _Rotated, reason: str) -> Token:
+        """Install a rotated pair: saved (committed), or held in memory until its save lands."""
+        core = self.core
+        if rotated.save_error is not None:
+            self.saves.failed(state, rotated.token, rotated.save_error, rotated.obtained_at)
+        else:
+            state.unsaved = None
+            core.install(state, rotated.token, obtained_at=rotated.obtained_at)
+        state.crashes = 0
+        core.emit(
+            EventKind.REFRESH_SUCCEEDED,
+            state,
+            expires_at=rotated.token.expires_at,
+            duration=trio.current_time() - rotated.started,
+            reason=reason,
+        )
+        return rotated.token
+
+    # -- a key marked for re-authorization ----------------------------------------------
+
+    async def recheck(self, state: KeyState) -> None:
+        """Re-read a dead key's store entry (at most every ``recheck_interval``).
+
+        Another process (the web app that handled the merchant's new
+        install) may have stored a new pair: it is installed and the key is
+        live again. Otherwise the key stays dead.
+
+        Raises:
+            NoToken: The key is no longer stored.
+        """
+        core = self.core
+        async with state.locked():
+            now = core.clock()
+            if not state.dead or now < state.recheck_at or not core.is_current(state):
+                return
+            state.recheck_at = now + core.policy.recheck_interval
+            try:
+                stored = await core.store.load(state.key)
+            except PersistenceError as exc:
+                core.counters.loads_failed += 1
+                self._store_stopped(state, exc, "recheck")
+                return
+            if stored is None:
+                core.drop(state)
+                raise NoToken(f"{state.key} is no longer stored (deleted elsewhere)", key=state.key)
+            if stored == state.token:
+                return
+            view = StoredView(
+                stored, *_schedule.times(stored, state.key, core.policy), suspect=False
+            )
+            if decide(view, now) is Action.REAUTHORIZE:
+                return
+            core.install(state, stored)
+            core.emit(EventKind.KEY_REAUTHORIZED, state, expires_at=stored.expires_at)
+
+
+def _secrets(state: KeyState) -> tuple[str | None, ...]:
+    return secrets_of(state.token) + secrets_of(state.unsaved)

@@ -1,0 +1,174 @@
+"""KeyState: everything the manager knows about one key in memory, as a state machine.
+
+Phases (derived from the fields, never stored apart from them)::
+
+    LOADING ──load──▶ LIVE ◀──install (a new pair)── SUSPECT
+                       │ ▲                              ▲
+                       │ └──────trust (not rotated)─────┤
+                       ├──rotation answered / lost / forced──┘
+                       └──invalid_grant, expired──▶ DEAD ──recheck finds a pair──▶ LIVE
+
+- LOADING: no token yet; its first load runs (``loading``) or failed.
+- LIVE: a token that may be served until its hard expiry.
+- SUSPECT: a token Shopify may already have revoked; never served again.
+- DEAD: re-authorization required; the store is re-read at most every
+  ``RefreshPolicy.recheck_interval`` seconds (``recheck_at``).
+
+Invariant: ``fresh_until`` (what the hot path reads) always equals
+`fresh_until(self) <shoptoken._core._decision.fresh_until>`, except that a
+retired state keeps ``-inf``. Only the methods below change the fields it
+depends on, and each re-derives it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ._decision import fresh_until
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .._keys import TokenKey
+    from .._token import Token
+    from ._flight import Flight
+
+
+class Phase(enum.Enum):
+    """A key's phase (see the module docstring)."""
+
+    LOADING = "loading"
+    LIVE = "live"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+
+
+@attrs.define(eq=False)
+class KeyState:
+    """One key's token, its times, and the work running for it."""
+
+    key: TokenKey
+    token: Token | None = None
+    #: The hot path's answer: the wall time until which ``token`` is served as is.
+    fresh_until: float = -math.inf
+    #: When to refresh: the schedule's time, pushed later by a deferral.
+    stale_at: float = math.inf
+    hard_at: float = math.inf
+    dead_at: float = math.inf
+    suspect: bool = False
+    dead: bool = False
+    retired: bool = False
+    recheck_at: float = -math.inf
+    #: Consecutive failed refreshes, the last failure, and the wall time before
+    #: which no request is made for the key (backoff, or Shopify's Retry-After).
+    failures: int = 0
+    last_error: Exception | None = None
+    retry_at: float = -math.inf
+    flight: Flight | None = None
+    loading: Flight | None = None
+    used: float = 0.0
+    #: A rotated pair held in memory until its save lands.
+    unsaved: Token | None = None
+    saving: bool = False
+    #: Whether the key's keeper task runs.
+    running: bool = False
+    #: Owned by `AlarmClock`: the keeper task while it sleeps, and until when.
+    sleeper: trio.lowlevel.Task | None = None
+    sleep_until: float = math.nan
+    crashes: int = 0
+    #: Consecutive refreshes left to another holder of the store's lock.
+    deferrals: int = 0
+    _lock: trio.Lock | None = attrs.field(default=None, init=False)
+
+    @property
+    def phase(self) -> Phase:
+        """The key's phase."""
+        if self.dead:
+            return Phase.DEAD
+        if self.token is None:
+            return Phase.LOADING
+        return Phase.SUSPECT if self.suspect else Phase.LIVE
+
+    def _derive(self) -> None:
+        self.fresh_until = -math.inf if self.retired else fresh_until(self)
+
+    # -- transitions -----------------------------------------------------------------
+
+    def install(self, token: Token, stale_at: float, hard_at: float, dead_at: float) -> None:
+        """Make ``token`` the key's token (LIVE): a new pair, a load, an adopted one."""
+        self.token = token
+        self.stale_at, self.hard_at, self.dead_at = stale_at, hard_at, dead_at
+        self.suspect = self.dead = False
+        self.deferrals = self.failures = 0
+        self.last_error, self.retry_at = None, -math.inf
+        self._derive()
+
+    def distrust(self) -> None:
+        """The token may be revoked (SUSPECT): a rotation of it answered, was lost or is forced."""
+        self.suspect = True
+        self._derive()
+
+    def trust(self) -> None:
+        """A refresh of the suspect token definitely did not rotate it: LIVE again."""
+        self.suspect = False
+        self._derive()
+
+    def mark_dead(self, recheck_at: float) -> None:
+        """Re-authorization required (DEAD); the store is looked at again from ``recheck_at``."""
+        self.dead = True
+        self.recheck_at = recheck_at
+        self._derive()
+
+    def reschedule(self, stale_at: float) -> None:
+        """Refresh at ``stale_at`` instead (a deferral)."""
+        self.stale_at = stale_at
+        self._derive()
+
+    def note_failure(self, error: Exception, retry_at: float) -> None:
+        """A refresh failed: no request for the key before ``retry_at``."""
+        self.failures += 1
+        self.last_error, self.retry_at = error, retry_at
+
+    def clear_failures(self) -> None:
+        """A refresh ended without failing (a new pair, an adopted one, a deferral)."""
+        self.failures, self.last_error, self.retry_at = 0, None, -math.inf
+
+    def retire(self) -> None:
+        """The key left the manager (forgotten, parked, closed): never served from here."""
+        self.retired = True
+        self._derive()
+
+    # -- the key's lock --------------------------------------------------------------
+
+    @asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """Hold the key's lock (refreshes, installs, saves, rechecks).
+
+        The `trio.Lock` exists only while someone holds or waits for it: a
+        fleet of idle keys keeps none.
+        """
+        if self._lock is None:
+            self._lock = trio.Lock()
+        lock = self._lock
+        async with lock:
+            yield
+        # release() hands a contended lock straight to a waiter: keep it then.
+        if self._lock is lock and not lock.locked() and not lock.statistics().tasks_waiting:
+            self._lock = None
+
+    def busy(self) -> bool:
+        """True while the key must stay in memory (work, an unsaved or a suspect pair)."""
+        return (
+            self.flight is not None
+            or self.unsaved is not None
+            or self.saving
+            or self.suspect
+            or self.loading is not None
+            or self._lock is not None
+        )

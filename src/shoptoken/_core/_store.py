@@ -1,0 +1,132 @@
+"""StoreAdapter: the user's `TokenCallback`, its capabilities detected once, its calls bounded.
+
+The core never looks at the callback itself: it asks this adapter, which
+found the optional capabilities (``locked``, ``delete_tokens``,
+``list_keys``) once at start-up, wraps every failure in `PersistenceError`
+(scrubbed of the secrets it may quote), checks that a load returns a `Token`,
+and bounds the calls a refresh makes by ``store_timeout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._errors import PersistenceError
+from .._events import describe
+from .._token import Token
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .._keys import TokenKey
+    from .._persistence import LockedToken, TokenCallback
+
+Locked = Callable[..., AbstractAsyncContextManager["LockedToken"]]
+
+
+def secrets_of(token: Token | None) -> tuple[str | None, ...]:
+    """The secrets of ``token``, to scrub from any text we report."""
+    return () if token is None else (token.access_token, token.refresh_token)
+
+
+@contextmanager
+def store_deadline(what: str, key: TokenKey, timeout: float) -> Iterator[None]:
+    """Bound one store call; a hang becomes a `PersistenceError`."""
+    try:
+        with trio.fail_after(timeout):
+            yield
+    except trio.TooSlowError:
+        msg = f"{what} for {key} did not return within {timeout:g} s (store_timeout)"
+        raise PersistenceError(msg, key=key) from None
+
+
+@attrs.define(eq=False)
+class StoreAdapter:
+    """The one way the core reaches the user's store.
+
+    Attributes:
+        callback: The user's `TokenCallback`.
+        timeout: ``store_timeout``: the bound on a refresh's store calls.
+        locked: The store's cross-process lock (``SupportsLocked.locked``),
+            or None when it has none.
+    """
+
+    callback: TokenCallback
+    timeout: float
+    locked: Locked | None = attrs.field(init=False)
+    _delete: Callable[[TokenKey], Any] | None = attrs.field(init=False)
+    _list_keys: Callable[[], AsyncIterator[TokenKey]] | None = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.locked = getattr(self.callback, "locked", None)
+        self._delete = getattr(self.callback, "delete_tokens", None)
+        self._list_keys = getattr(self.callback, "list_keys", None)
+
+    async def load(self, key: TokenKey, *, bounded: bool = True) -> Token | None:
+        """Load ``key``'s token (bounded by ``timeout`` unless a first load).
+
+        First loads are bounded by their caller's own cancel scope instead.
+
+        Raises:
+            PersistenceError: The store failed, hung, or returned a non-Token.
+        """
+        try:
+            if bounded:
+                with store_deadline("load_tokens", key, self.timeout):
+                    token = await self.callback.load_tokens(key)
+            else:
+                token = await self.callback.load_tokens(key)
+        except PersistenceError:
+            raise
+        except Exception as exc:
+            msg = f"load_tokens failed for {key}: {describe(exc)}"
+            raise PersistenceError(msg, key=key) from exc
+        if token is not None and not isinstance(token, Token):
+            msg = f"load_tokens returned {type(token).__name__}, not Token, for {key}"
+            raise PersistenceError(msg, key=key)
+        return token
+
+    async def save(self, key: TokenKey, token: Token) -> None:
+        """Save ``token`` for ``key`` (bounded by ``timeout``).
+
+        Raises:
+            PersistenceError: The store failed or hung (the message names no secret).
+        """
+        await self.run_save(key, token, self.callback.save_tokens)
+
+    async def run_save(
+        self, key: TokenKey, token: Token, save: Callable[..., Any], *, pass_key: bool = True
+    ) -> None:
+        """Run one save function (the callback's, or a locked handle's), bounded and wrapped."""
+        try:
+            with store_deadline("save_tokens", key, self.timeout):
+                await (save(key, token) if pass_key else save(token))
+        except PersistenceError:
+            raise
+        except Exception as exc:
+            msg = f"saving tokens failed for {key}: {describe(exc, secrets_of(token))}"
+            raise PersistenceError(msg, key=key) from exc
+
+    async def delete(self, key: TokenKey, held: Token | None) -> bool:
+        """Delete ``key``'s pair; False when the store cannot delete.
+
+        Raises:
+            PersistenceError: The store failed; nothing changed.
+        """
+        if self._delete is None:
+            return False
+        try:
+            await self._delete(key)
+        except Exception as exc:
+            msg = f"delete_tokens failed for {key}: {describe(exc, secrets_of(held))}"
+            raise PersistenceError(msg, key=key) from exc
+        return True
+
+    def list_keys(self) -> AsyncIterator[TokenKey] | None:
+        """Every stored key, or None when the store cannot list them."""
+        return None if self._list_keys is None else self._list_keys()

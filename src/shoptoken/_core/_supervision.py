@@ -1,0 +1,186 @@
+"""Supervision: one keeper task per active key, parking, and the sweeper.
+
+A key's keeper task only sleeps until the key is due and asks the rotator
+to refresh it; every decision stays in `_decision`, `_schedule` and the
+rotator. An unexpected exception in one keeper is reported and the keeper
+restarted with backoff: it never tears down the others. Keys not used for
+``idle_after`` park (no task, a float of memory); the sweeper refreshes
+parked keys whose refresh token nears its expiry, and re-reads the store for
+keys marked for re-authorization.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import aclosing
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+import trio_util
+
+from .._errors import NoToken, ReauthorizationRequired, ShopTokenError
+from .._events import EventKind, TokenEvent, describe
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .._keys import TokenKey
+    from ._context import Core
+    from ._rotation import Rotator
+    from ._state import KeyState
+
+
+@attrs.define(eq=False)
+class Supervision:
+    """Starts, restarts and parks the keeper tasks of one manager.
+
+    Attributes:
+        core: The shared parts.
+        rotator: Refreshes a key (``refresh``) and rechecks a dead one.
+        load: Loads a key into memory without counting as use (the manager's).
+    """
+
+    core: Core
+    rotator: Rotator
+    load: Callable[[TokenKey], Awaitable[KeyState]]
+
+    def start(self, state: KeyState) -> None:
+        """Start the key's keeper task unless it runs or has nothing to do."""
+        token = state.token
+        if (
+            state.running
+            or self.core.closed
+            or state.dead
+            or token is None
+            or not token.refreshable
+            or token.expires_at is None
+        ):
+            return
+        # Claimed now, so two callers cannot start two tasks. A fixed name
+        # spares trio formatting one per task.
+        state.running = True
+        self.core.background.start_soon(self._keep, state, name="shoptoken.keeper")
+
+    async def _keep(self, state: KeyState) -> None:
+        """Sleep until the key is due, refresh it, repeat; restart after a crash.
+
+        One flat frame and no cancel scope (it sleeps on the shared alarm
+        clock, which is also how it is woken to reschedule or to stop): this
+        task exists once per active key. It ends when the key parks, is
+        forgotten or needs re-authorization.
+        """
+        core = self.core
+        try:
+            while True:
+                try:
+                    if (
+                        core.closed
+                        or state.dead
+                        or state.token is None
+                        or not core.is_current(state)
+                    ):
+                        return
+                    now = core.clock()
+                    wake_at = self.next_wake(state, now)
+                    if wake_at is None:
+                        return  # parked
+                    if now < wake_at:
+                        await core.alarms.sleep_until(state, trio.current_time() + (wake_at - now))
+                        continue  # re-read everything: woken early, or the wall clock moved
+                    try:
+                        await self.rotator.refresh(
+                            state, reason="retry" if state.failures else "scheduled"
+                        )
+                    except (ReauthorizationRequired, NoToken):
+                        return
+                    except ShopTokenError:
+                        pass  # noted on the key: retry_at is the next attempt
+                except Exception as exc:  # noqa: BLE001 - supervision: report, back off, restart
+                    state.crashes += 1
+                    core.counters.refresher_crashes += 1
+                    delay = core.backoff(state.crashes)
+                    core.emit(
+                        EventKind.REFRESHER_CRASHED,
+                        state,
+                        error=describe(exc),
+                        attempt=state.crashes,
+                        retry_in=delay,
+                    )
+                    await trio.sleep(delay)
+        finally:
+            state.running = False
+
+    def next_wake(self, state: KeyState, now: float) -> float | None:
+        """When the keeper next acts (wall time); None once the key has parked."""
+        idle_at = state.used + self.core.policy.idle_after
+        if now >= idle_at and self.park(state):
+            return None
+        due = state.retry_at if state.failures else state.stale_at
+        # A key that could not park (work in flight) is looked at again when due.
+        return min(due, idle_at) if now < idle_at else due
+
+    def park(self, state: KeyState) -> bool:
+        """Drop an idle key from memory, remembering when its refresh token expires."""
+        core = self.core
+        if state.busy() or state.dead or not core.is_current(state):
+            return False
+        core.drop(state)
+        token = state.token
+        rte = token.refresh_token_expires_at if token is not None else None
+        core.parked[state.key] = math.inf if rte is None else rte.timestamp()
+        core.emit(EventKind.KEY_PARKED, state)
+        return True
+
+    # -- the sweeper -----------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Keep parked refresh tokens alive, and recheck dead keys (runs until cancelled)."""
+        core = self.core
+        policy = core.policy
+        # aclosing: leaving the loop early must close the generator, not the GC.
+        async with aclosing(trio_util.periodic(policy.sweep_interval)) as ticks:
+            async for _ in ticks:
+                now = core.clock()
+                due = [
+                    key
+                    for key, expires in core.parked.items()
+                    if expires - policy.keepalive_before <= now
+                ]
+                dead = [s for s in core.states.values() if s.dead and now >= s.recheck_at]
+                for key in due:
+                    if core.closed:
+                        return
+                    try:
+                        await self._keepalive(key)
+                    except ShopTokenError as exc:
+                        # Stays parked; the next pass tries again.
+                        core.emitter.emit(
+                            TokenEvent(
+                                EventKind.REFRESH_FAILED,
+                                key,
+                                error=describe(exc),
+                                reason="keepalive",
+                            )
+                        )
+                for state in dead:
+                    if core.closed:
+                        return
+                    try:
+                        await self.rotator.recheck(state)
+                    except NoToken:
+                        continue
+                    self.start(state)
+
+    async def _keepalive(self, key: TokenKey) -> None:
+        """Refresh a parked key whose refresh token nears expiry, and park it again."""
+        core = self.core
+        if key not in core.parked:
+            return
+        state = await self.load(key)
+        # A thread-backed load can finish after the manager began closing.
+        if core.closed or state.dead or state.token is None:
+            return
+        await self.rotator.refresh(state, reason="keepalive", replacing=state.token)
+        if not state.running:
+            self.park(state)
