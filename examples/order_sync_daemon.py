@@ -143,9 +143,9 @@ async def main(hours: float, shop_count: int) -> int:
     # PostgresStore); they outlive the process there. Memory suits a demo.
     store = MemoryStore()
     # Shopify's timing (refresh 5 minutes before expiry, plus up to a minute
-    # of per-shop jitter), and while a refresh keeps failing, the old token
-    # is served as long as it is still valid rather than failing the sync.
-    policy = RefreshPolicy(stale_while_error=True)
+    # of per-shop jitter); while a refresh keeps failing, the old token is
+    # served as long as it is still valid rather than failing the sync.
+    policy = RefreshPolicy()
     async with (
         shopify_http(shopify) as http,  # one connection pool for tokens and API calls
         ShopifyOAuth(CLIENT_ID, CLIENT_SECRET, http=http, clock=clock) as oauth,

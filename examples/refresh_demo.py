@@ -52,10 +52,8 @@ async def main(duration: float) -> int:
             print(f"t={trio.current_time():6.2f}s  {event.key.shop:32} {outcome:9} {detail}")
 
     # Short tokens need short lead times: refresh 3 s (+ up to 1 s) before expiry.
-    # stale_while_error: while a refresh fails, keep serving the still-valid token.
-    policy = RefreshPolicy(
-        refresh_before=3, jitter=1, skew=1, retry_initial=0.2, retry_max=1, stale_while_error=True
-    )
+    # While a refresh fails, the still-valid token keeps being served.
+    policy = RefreshPolicy(refresh_before=3, jitter=1, skew=1, retry_initial=0.2, retry_max=1)
     rng = random.Random(7)
     expired_served = calls = postponed = 0
     async with (

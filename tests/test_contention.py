@@ -203,13 +203,12 @@ async def test_node_spread_lets_the_other_nodes_adopt_without_the_lock(
             rotated_at.append(clock())
 
     async with (
-        manager(endpoint, clock, store, events=[], node_spread=30) as first,
-        manager(endpoint, clock, store, events=[], node_spread=30) as second,
-        manager(endpoint, clock, store, events=[], node_spread=30) as third,
+        manager(endpoint, clock, store, hooks=(hook,), node_spread=30) as first,
+        manager(endpoint, clock, store, hooks=(hook,), node_spread=30) as second,
+        manager(endpoint, clock, store, hooks=(hook,), node_spread=30) as third,
     ):
         nodes = (first, second, third)
         for node in nodes:
-            node._emitter.hooks.append(hook)  # one hook on all three managers
             await node.valid_token(KEY)
         await trio.sleep(due - clock() + 30)
         assert len(rotated_at) == 3

@@ -53,7 +53,7 @@ async def test_full_scenario_leaks_no_secret(
     def broken_hook(event: TokenEvent) -> None:
         raise ValueError("hook bug")
 
-    policy = RefreshPolicy(stale_while_error=True)
+    policy = RefreshPolicy()
     with structlog.testing.capture_logs() as logs:
         async with (
             shopify.oauth() as oauth,

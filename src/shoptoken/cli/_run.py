@@ -239,12 +239,6 @@ async def _serve(
 @credential_options
 @policy_options
 @click.option(
-    "--stale-while-error/--no-stale-while-error",
-    default=False,
-    show_default=True,
-    help="While a refresh fails, keep serving the stale (still valid) token.",
-)
-@click.option(
     "--max-concurrent-refreshes",
     type=click.IntRange(min=1),
     default=16,
@@ -288,7 +282,6 @@ def run(
     shutdown_grace: float,
     rescan: float,
     log_level: str,
-    stale_while_error: bool,
 ) -> None:
     """Keep every stored key's tokens fresh until SIGINT/SIGTERM (a sidecar).
 
@@ -300,7 +293,6 @@ def run(
         refresh_before=refresh_before,
         jitter=jitter,
         skew=skew,
-        stale_while_error=stale_while_error,
         max_concurrent_refreshes=max_concurrent_refreshes,
         shutdown_grace=shutdown_grace,
     )
