@@ -32,16 +32,18 @@ async def manager(
     **policy: Any,
 ) -> AsyncIterator[TokenManager]:
     """A manager over ``endpoint`` (or ``refresher``) and ``store``, its jitter seeded."""
-    async with endpoint.oauth(clock=clock) as oauth:
-        async with open_token_manager(
+    async with (
+        endpoint.oauth(clock=clock) as oauth,
+        open_token_manager(
             refresher or oauth,
             store if store is not None else MemoryStore(),
             policy=RefreshPolicy(**policy),
             clock=clock,
             hooks=[events.append] if events is not None else [],
             rng=random.Random(seed),
-        ) as tokens:
-            yield tokens
+        ) as tokens,
+    ):
+        yield tokens
 
 
 async def installed(endpoint: FakeShopify, store: TokenCallback, key: TokenKey = KEY) -> Token:

@@ -898,8 +898,15 @@ async def test_closing_while_the_sweeper_loads_a_parked_key_is_clean(
 
     store = ThreadLikeStore()
     events: list[TokenEvent] = []
-    policy = {"idle_after": 60, "sweep_interval": 30, "keepalive_before": 100 * 86400}
-    async with manager(endpoint, clock, store, events=events, **policy) as tokens:
+    async with manager(
+        endpoint,
+        clock,
+        store,
+        events=events,
+        idle_after=60,
+        sweep_interval=30,
+        keepalive_before=100 * 86400,
+    ) as tokens:
         await tokens.put_token(KEY, endpoint.install(SHOP))
         await trio.sleep(92)  # parked at 60; the sweep at 90 is loading it now
         assert tokens.statistics().keys_parked == 0

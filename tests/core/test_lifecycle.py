@@ -25,7 +25,7 @@ from shoptoken import (
     TokenEvent,
     TokenKey,
 )
-from shoptoken.testing import Fault, FakeShopify
+from shoptoken.testing import FakeShopify, Fault
 
 from .._managers import KEY, SHOP, Clock, installed, manager
 from ..fakes import FlakyStore, PlainStore, at
@@ -102,6 +102,34 @@ async def test_scheduled_refresh_with_a_lost_answer_is_retried_promptly(
     assert refused <= 3  # only inside the prompt retries' short backoffs
 
 
+@pytest.mark.parametrize("store_kind", ["plain", "locked"])
+async def test_a_lost_answer_is_marked_in_the_store_for_the_next_process(
+    store_kind: str, endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A process that exits right after a lost rotation leaves the pair marked expired.
+
+    The next process (a restart, another node) loads it, refreshes it with
+    the old refresh token (the recovery window) and never serves the
+    revoked access token.
+    """
+    store = PlainStore() if store_kind == "plain" else MemoryStore()
+    old = await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        endpoint.fail_next(Fault.drop(processed=True))
+        with pytest.raises(RefreshFailed):
+            await tokens.refresh_token(KEY)
+    stored = await store.load_tokens(KEY)
+    assert stored is not None
+    assert stored.access_token == old.access_token
+    assert stored.expires_at is not None
+    assert stored.expires_at.timestamp() <= clock()  # marked: never served as is
+    async with manager(endpoint, clock, store) as restarted:
+        token = await restarted.valid_token(KEY)
+        assert endpoint.is_valid(SHOP, token.access_token)
+        assert endpoint.recovered == 1
+
+
 async def test_a_definite_503_keeps_the_forced_token(
     endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -130,12 +158,11 @@ async def test_retry_after_holds_for_a_hard_expired_key(
     await store.save_tokens(KEY, attrs.evolve(token, expires_at=at(clock, -10)))
     endpoint.fail_next(Fault.rate_limited(60))
     async with manager(endpoint, clock, store) as tokens:
-        refused: list[float] = []
+        refused: list[float | None] = []
         for _ in range(59):
             try:
                 await tokens.valid_token(KEY)
             except RefreshFailed as exc:
-                assert exc.retry_after is not None
                 refused.append(exc.retry_after)
             await trio.sleep(1)
         assert endpoint.requests == 1
@@ -171,31 +198,31 @@ async def test_invalid_client_marks_no_shop_and_pauses_refreshing(
         token = endpoint.install(key.shop)
         await store.save_tokens(key, attrs.evolve(token, expires_at=at(clock, -10)))
     events: list[TokenEvent] = []
-    async with wrong_secret(endpoint, clock) as oauth:
-        async with manager(
-            endpoint, clock, store, events=events, refresher=oauth, retry_jitter=0
-        ) as tokens:
-            errors: list[RefreshFailed] = []
+    async with (
+        wrong_secret(endpoint, clock) as oauth,
+        manager(endpoint, clock, store, events=events, refresher=oauth, retry_jitter=0) as tokens,
+    ):
+        errors: list[RefreshFailed] = []
 
-            async def call(key: TokenKey) -> None:
-                try:
-                    await tokens.valid_token(key)
-                except RefreshFailed as exc:
-                    errors.append(exc)
+        async def call(key: TokenKey) -> None:
+            try:
+                await tokens.valid_token(key)
+            except RefreshFailed as exc:
+                errors.append(exc)
 
-            async with trio.open_nursery() as nursery:
-                for key in keys:
-                    nursery.start_soon(call, key)
-            assert len(errors) == 5
-            assert all(e.app_credentials_rejected and not e.transient for e in errors)
-            assert tokens.statistics().keys_reauthorization_required == 0
-            sent = endpoint.requests
-            assert sent <= 5  # those already in flight when the first answer came
-            await trio.sleep(600)  # ten minutes of keepers retrying: one probe at a time
-            # One probe per pause: 1, 2, 4, ... 64, then 120 s (retry_max) apart.
-            probes = endpoint.requests - sent
-            assert probes == 10
-            assert tokens.statistics().keys_reauthorization_required == 0
+        async with trio.open_nursery() as nursery:
+            for key in keys:
+                nursery.start_soon(call, key)
+        assert len(errors) == 5
+        assert all(e.app_credentials_rejected and not e.transient for e in errors)
+        assert tokens.statistics().keys_reauthorization_required == 0
+        sent = endpoint.requests
+        assert sent <= 5  # those already in flight when the first answer came
+        await trio.sleep(600)  # ten minutes of keepers retrying: one probe at a time
+        # One probe per pause: 1, 2, 4, ... 64, then 120 s (retry_max) apart.
+        probes = endpoint.requests - sent
+        assert probes == 10
+        assert tokens.statistics().keys_reauthorization_required == 0
     kinds = [e.kind for e in events]
     assert EventKind.REAUTHORIZATION_REQUIRED not in kinds
     assert kinds.count(EventKind.APP_CREDENTIALS_REJECTED) == endpoint.requests
@@ -213,8 +240,9 @@ class SecretRotation:
         await trio.lowlevel.checkpoint()
         if self.rejections:
             self.rejections -= 1
-            raise RefreshFailed("invalid_client", key=key, status=401, error="invalid_client",
-                                transient=False)
+            raise RefreshFailed(
+                "invalid_client", key=key, status=401, error="invalid_client", transient=False
+            )
         return await self.inner.refresh(key, token, clock=clock)
 
 
@@ -224,17 +252,17 @@ async def test_refreshing_resumes_by_itself_once_a_probe_succeeds(
     """After invalid_client the manager probes with backoff and resumes once a probe passes."""
     store = MemoryStore()
     await installed(endpoint, store)
-    async with endpoint.oauth(clock=clock) as oauth:
-        fixing = SecretRotation(oauth, rejections=3)
-        async with manager(endpoint, clock, store, refresher=fixing) as tokens:
-            await tokens.valid_token(KEY)
-            await trio.sleep(3600)  # its refresh time passed; three probes were refused
-            token = await tokens.valid_token(KEY)
-            assert endpoint.is_valid(SHOP, token.access_token)
-            assert fixing.rejections == 0
-            stats = tokens.statistics()
-            assert stats.app_credentials_rejected == 3
-            assert stats.keys_reauthorization_required == 0
+    oauth = endpoint.oauth(clock=clock)
+    fixing = SecretRotation(oauth, rejections=3)
+    async with oauth, manager(endpoint, clock, store, refresher=fixing) as tokens:
+        await tokens.valid_token(KEY)
+        await trio.sleep(3600)  # its refresh time passed; three probes were refused
+        token = await tokens.valid_token(KEY)
+        assert endpoint.is_valid(SHOP, token.access_token)
+        assert fixing.rejections == 0
+        stats = tokens.statistics()
+        assert stats.app_credentials_rejected == 3
+        assert stats.keys_reauthorization_required == 0
 
 
 async def test_old_client_secret_is_tried_on_invalid_client(
@@ -243,12 +271,12 @@ async def test_old_client_secret_is_tried_on_invalid_client(
     """With old_client_secret set, a grant refused invalid_client is sent again with it."""
     store = MemoryStore()
     await installed(endpoint, store)
-    async with wrong_secret(endpoint, clock, old_client_secret=endpoint.client_secret) as oauth:
-        async with manager(endpoint, clock, store, refresher=oauth) as tokens:
-            new = await tokens.refresh_token(KEY)
-            assert endpoint.is_valid(SHOP, new.access_token)
-            assert endpoint.requests == 2
-            assert tokens.statistics().app_credentials_rejected == 0
+    oauth = wrong_secret(endpoint, clock, old_client_secret=endpoint.client_secret)
+    async with oauth, manager(endpoint, clock, store, refresher=oauth) as tokens:
+        new = await tokens.refresh_token(KEY)
+        assert endpoint.is_valid(SHOP, new.access_token)
+        assert endpoint.requests == 2
+        assert tokens.statistics().app_credentials_rejected == 0
 
 
 # -- 4. a key marked for re-authorization re-reads the store -------------------------------
@@ -408,3 +436,34 @@ async def test_refresh_token_counts_as_use(
         stats = tokens.statistics()
         assert stats.keys_parked == 0
         assert stats.keys_active == 1
+
+
+# -- drain: calls already made with a token reach Shopify before its rotation -------------
+
+
+@pytest.mark.parametrize(("drain", "revoked_in_flight"), [(0.0, True), (1.0, False)])
+async def test_drain_lets_calls_in_flight_land_before_the_rotation(
+    drain: float,
+    revoked_in_flight: bool,
+    endpoint: FakeShopify,
+    clock: Clock,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """API calls take 0.9 s: without a drain one lands after the rotation revoked its token."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    landed_revoked = 0
+    async with manager(endpoint, clock, store, drain=drain) as tokens:
+
+        async def api_call() -> None:
+            nonlocal landed_revoked
+            token = await tokens.valid_token(KEY)
+            await trio.sleep(0.9)  # the request travels to Shopify
+            landed_revoked += not endpoint.is_valid(SHOP, token.access_token)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4000):  # a call every second, across the first rotation
+                nursery.start_soon(api_call)
+                await trio.sleep(1)
+        assert tokens.statistics().refreshes_succeeded == 1
+    assert bool(landed_revoked) is revoked_in_flight

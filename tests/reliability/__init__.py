@@ -34,7 +34,7 @@ def report(name: str, **figures: object) -> None:
 
 def seeded(seed: int) -> random.Random:
     """A seeded generator: the suite's runs are reproducible."""
-    return random.Random(seed)  # noqa: S311 - simulated traffic and faults, not cryptography
+    return random.Random(seed)
 
 
 def _format(value: object) -> str:

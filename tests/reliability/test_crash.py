@@ -315,7 +315,7 @@ def draw_plan(rng: random.Random) -> dict[str, Any]:
 
 async def run_campaign(backend: str, kills: int, tmp_path: Path) -> Tally:
     """Kill ``kills`` workers in turn on one store; return what happened."""
-    rng = random.Random(f"{SEED}-{backend}")  # noqa: S311 - seeded kill moments, not crypto
+    rng = random.Random(f"{SEED}-{backend}")
     fake = FakeShopify(access_lifetime=ACCESS_LIFETIME, latency=LATENCY)
     tally = Tally()
     async with (

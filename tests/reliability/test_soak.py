@@ -13,10 +13,9 @@ Long: ``pytest tests/reliability/test_soak.py --long -s`` (1,000 shops, 48 h).
 
 from __future__ import annotations
 
-import random
-
 import collections
 import math
+import random
 import time
 
 import attrs

@@ -19,6 +19,7 @@ import attrs
 import pytest
 import structlog.testing
 import trio
+import trio.lowlevel
 import trio.testing
 
 from shoptoken import (
@@ -155,7 +156,7 @@ async def test_a_crashing_refresher_is_restarted_and_the_fleet_is_unaffected(
     with quiet_logs():
         async with manager(fake, buggy_clock, store, [events.append], seed=7) as tokens:
             await tokens.valid_token(broken)
-            await trio.sleep(0)  # its keeper starts, and is the first
+            await trio.lowlevel.checkpoint()  # its keeper starts, and is the first
             during = await traffic(tokens, fake, keys, 3 * HOUR)
             bug["on"] = False
             stats_during = tokens.statistics()
@@ -214,7 +215,9 @@ async def test_a_bug_inside_one_keys_refresh_is_contained(
 
     @attrs.define
     class BuggyRefresher:
-        async def refresh(self, key: TokenKey, token: Token, *, clock: Clock | None = None) -> Token:
+        async def refresh(
+            self, key: TokenKey, token: Token, *, clock: Clock | None = None
+        ) -> Token:
             if key == broken and bug["on"]:
                 raise RuntimeError("bug in the rotation")
             return await oauth.refresh(key, token, clock=clock)

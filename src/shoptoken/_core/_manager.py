@@ -21,6 +21,7 @@ from .._events import Emitter, EventHook
 from .._keys import TokenKey, TokenKind
 from .._persistence import TokenCallback
 from .._token import Token
+from ._contention import Contention
 from ._context import Core
 from ._decision import Action, decide
 from ._flight import Flight, copy_error
@@ -58,7 +59,7 @@ class TokenManager:
         self._core = core
         self._states = core.states
         self._clock = core.clock
-        self._rotator = Rotator(core, PendingSaves(core))
+        self._rotator = Rotator(core, PendingSaves(core), Contention(core))
         self._supervision = Supervision(core, self._rotator, self._load_unused)
         core.background.start_soon(self._supervision.sweep)
         core.background.start_soon(core.alarms.run)

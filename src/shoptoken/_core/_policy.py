@@ -86,6 +86,12 @@ class RefreshPolicy:
             find the new pair with a plain read of the store and adopt it,
             without the lock (0: off, every node wakes at the same moment).
             A few tens of seconds suits Shopify's 300 s lead.
+        drain: Seconds a refresh of a still-valid token withholds it before
+            the rotation is sent (0: off). Shopify revokes the old access
+            token the moment it rotates, so an API call made with it just
+            before gets a 401; withheld a little (callers wait for the
+            refresh meanwhile), the calls already made reach Shopify first.
+            Set it to about your API calls' p99 latency (the demo uses 1 s).
         recheck_interval: A key marked for re-authorization re-reads the
             store at most this often when asked (30 s): another process (the
             web app that handled the merchant's new install) may have stored
@@ -114,6 +120,7 @@ class RefreshPolicy:
     node_spread: float = _field(0.0)
     store_timeout: float = _field(60.0, positive=True)
     recheck_interval: float = _field(30.0)
+    drain: float = _field(0.0)
 
     def __attrs_post_init__(self) -> None:
         if self.stale_while_error:

@@ -18,13 +18,13 @@ one of three outcomes:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from .._errors import (
-    LockTimeout,
     NoToken,
     PersistenceError,
     ReauthorizationRequired,
@@ -33,6 +33,7 @@ from .._errors import (
 )
 from .._events import EventKind, describe
 from . import _schedule
+from ._contention import held_secrets
 from ._decision import Action, StoredView, decide
 from ._flight import Flight, copy_error
 from ._store import secrets_of
@@ -41,10 +42,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from .._token import Token
+    from ._contention import Contention
     from ._context import Core
     from ._saves import PendingSaves
     from ._state import KeyState
-    from ._store import Locked
 
     Save = Callable[[Token], Awaitable[None]]
 
@@ -65,6 +66,7 @@ class Rotator:
 
     core: Core
     saves: PendingSaves
+    contention: Contention
 
     # -- single flight ---------------------------------------------------------------
 
@@ -142,12 +144,16 @@ class Rotator:
         error: Exception | None = None
         with core.shielded():
             try:
-                token = await self._refresh_locked(state, reason, flight.replacing)
+                draining = await self._drain(state, flight)
+                token = await self._refresh_locked(
+                    state, reason, flight.replacing, draining=draining
+                )
             except ShopTokenError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - a bug reaches callers as a refresh failure
+                why = describe(exc, held_secrets(state))
                 error = RefreshFailed(
-                    f"refresh of {state.key} failed unexpectedly: {describe(exc, _secrets(state))}",
+                    f"refresh of {state.key} failed unexpectedly: {why}",
                     key=state.key,
                     outcome_unknown=True,
                 )
@@ -173,6 +179,27 @@ class Rotator:
                     state.clear_failures()
                 flight.finish(token, error)
 
+    async def _drain(self, state: KeyState, flight: Flight) -> bool:
+        """Withhold a still-valid token for ``drain`` seconds before it is rotated.
+
+        Shopify revokes the old access token the moment it rotates: API calls
+        already made with it must reach Shopify first. Callers meanwhile wait
+        for this flight. Returns whether the token was withheld.
+        """
+        core = self.core
+        drain = core.policy.drain
+        if (
+            not drain
+            or flight.replacing is not None
+            or not self.contention.still_valid(state)
+            or core.clock() + drain >= state.hard_at
+        ):
+            return False
+        state.distrust()
+        flight.distrusted = True  # a refresh that ends without rotating trusts it again
+        await trio.sleep(drain)
+        return True
+
     def _failed(self, state: KeyState, error: Exception, *, trusted: bool) -> None:
         """Remember a failed refresh and when the key may be asked about again."""
         if isinstance(error, ReauthorizationRequired | NoToken):
@@ -189,13 +216,15 @@ class Rotator:
             core.emit(
                 EventKind.STALE_SERVED,
                 state,
-                error=describe(error, _secrets(state)),
+                error=describe(error, held_secrets(state)),
                 retry_in=delay,
             )
 
     # -- under the locks ---------------------------------------------------------------
 
-    async def _refresh_locked(self, state: KeyState, reason: str, replacing: Token | None) -> Token:
+    async def _refresh_locked(
+        self, state: KeyState, reason: str, replacing: Token | None, *, draining: bool
+    ) -> Token:
         core = self.core
         key = state.key
         async with core.limiter, state.locked():
@@ -204,149 +233,92 @@ class Rotator:
             core.raise_if_dead(state)
             if state.unsaved is not None:
                 await self.saves.save_pending(state)
-            locked = core.store.locked
-            if locked is None:
+            if core.store.locked is None:
                 stored = await self._reread(state, reason)
                 outcome = await self._rotate_or_adopt(
-                    state, stored, replacing, reason, lambda t: core.store.save(key, t)
-                )
-                return (
-                    self._land(state, outcome, reason) if isinstance(outcome, _Rotated) else outcome
-                )
-            urgent = replacing is not None or not self._still_valid(state)
-            if not urgent:
-                # Another process or node may have rotated already (or be
-                # rotating, if we left it the lock last time): a plain read
-                # finds its pair without queueing for the lock.
-                adopted = await self._adopt_stored(state, reason)
-                if adopted is not None:
-                    return adopted
-            entered = await self._enter_store_lock(state, locked, reason, urgent=urgent)
-            if entered is None:
-                return self._defer(state, reason)
-            handle_cm, handle = entered
-            try:
-                outcome = await self._rotate_or_adopt(
                     state,
-                    handle.token,
+                    stored,
                     replacing,
                     reason,
-                    lambda t: core.store.run_save(key, t, handle.save, pass_key=False),
+                    lambda t: core.store.save(key, t),
+                    draining=draining,
                 )
-            except BaseException as exc:
+            else:
+                outcome = await self._under_store_lock(state, reason, replacing, draining=draining)
+            return self._land(state, outcome, reason) if isinstance(outcome, _Rotated) else outcome
+
+    async def _under_store_lock(
+        self, state: KeyState, reason: str, replacing: Token | None, *, draining: bool
+    ) -> Token | _Rotated:
+        """The refresh decision and rotation inside the store's cross-process lock.
+
+        The lock's transaction commits before anything is installed: a new
+        pair is handed out only once it is durable (a failed commit is a
+        failed save).
+        """
+        core = self.core
+        key = state.key
+        assert core.store.locked is not None  # noqa: S101 - only called for a locking store
+        urgent = replacing is not None or not self.contention.still_valid(state, draining=draining)
+        if not urgent:
+            # Another process or node may have rotated already (or be rotating,
+            # if we left it the lock last time): a plain read finds its pair
+            # without queueing for the lock.
+            adopted = await self.contention.adopt_stored(state, reason)
+            if adopted is not None:
+                return adopted
+        entered = await self.contention.enter(
+            state, core.store.locked, reason, urgent=urgent, draining=draining
+        )
+        if entered is None:
+            return self.contention.defer(state, reason, draining=draining)
+        handle_cm, handle = entered
+        try:
+            outcome = await self._rotate_or_adopt(
+                state,
+                handle.token,
+                replacing,
+                reason,
+                lambda t: core.store.run_save(key, t, handle.save, pass_key=False),
+                draining=draining,
+            )
+        except RefreshFailed as exc:
+            # An unknown outcome stored its revocation mark: commit it.
+            if exc.outcome_unknown:
+                await self._commit_quietly(handle_cm, state)
+            else:
                 await handle_cm.__aexit__(type(exc), exc, exc.__traceback__)
-                raise
-            try:
-                await handle_cm.__aexit__(None, None, None)  # the commit
-            except Exception as exc:  # noqa: BLE001 - a failed commit is a failed save
-                if isinstance(outcome, _Rotated) and outcome.save_error is None:
-                    why = describe(exc, secrets_of(outcome.token))
-                    error = PersistenceError(f"committing {key}'s new pair failed: {why}", key=key)
-                    outcome = attrs.evolve(outcome, save_error=error)
-            if isinstance(outcome, _Rotated):
-                return self._land(state, outcome, reason)
-            return outcome
+            raise
+        except BaseException as exc:
+            await handle_cm.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        try:
+            await handle_cm.__aexit__(None, None, None)  # the commit
+        except Exception as exc:  # noqa: BLE001 - a failed commit is a failed save
+            if isinstance(outcome, _Rotated) and outcome.save_error is None:
+                why = describe(exc, secrets_of(outcome.token))
+                error = PersistenceError(f"committing {key}'s new pair failed: {why}", key=key)
+                outcome = attrs.evolve(outcome, save_error=error)
+        return outcome
+
+    async def _commit_quietly(self, handle_cm: Any, state: KeyState) -> None:
+        try:
+            await handle_cm.__aexit__(None, None, None)
+        except Exception as exc:  # noqa: BLE001 - best effort; the refresh's own failure is raised
+            self.core.emit(
+                EventKind.PERSISTENCE_FAILED,
+                state,
+                error=describe(exc, held_secrets(state)),
+                reason="marking a possibly revoked token",
+            )
 
     async def _reread(self, state: KeyState, reason: str) -> Token | None:
         try:
             return await self.core.store.load(state.key)
         except PersistenceError as exc:
             self.core.counters.loads_failed += 1
-            self._store_stopped(state, exc, reason)
+            self.contention.store_stopped(state, exc, reason)
             raise
-
-    def _still_valid(self, state: KeyState) -> bool:
-        """Whether the held token may still be served (so a refresh can wait)."""
-        now = self.core.clock()
-        return (
-            state.unsaved is None
-            and not state.dead
-            and not state.suspect
-            and now < min(state.hard_at, state.dead_at)
-        )
-
-    async def _enter_store_lock(
-        self, state: KeyState, locked: Locked, reason: str, *, urgent: bool
-    ) -> tuple[Any, Any] | None:
-        """Enter the store's lock; None if a refresh that is not urgent leaves it to its holder.
-
-        An urgent refresh (the token is hard-expired, suspect or being
-        replaced) waits up to ``lock_timeout``; any other waits
-        ``stale_lock_timeout``: the holder is most likely another node
-        rotating this very key, and queueing behind it would only hold a
-        pooled connection.
-        """
-        policy = self.core.policy
-        key = state.key
-        while True:
-            timeout = policy.lock_timeout if urgent else policy.stale_lock_timeout
-            handle_cm = locked(key, timeout=timeout)
-            try:
-                return handle_cm, await handle_cm.__aenter__()
-            except LockTimeout as exc:
-                if not urgent:
-                    if self._still_valid(state):
-                        return None
-                    urgent = True  # the token expired while we waited: now we queue
-                    continue
-                self._store_stopped(state, exc, reason)
-                raise
-            except ShopTokenError as exc:
-                self._store_stopped(state, exc, reason)
-                raise
-            except Exception as exc:
-                error = PersistenceError(f"locking {key} failed: {describe(exc)}", key=key)
-                self._store_stopped(state, error, reason)
-                raise error from exc
-
-    async def _adopt_stored(self, state: KeyState, reason: str) -> Token | None:
-        """Read the store without its lock; adopt a fresh pair another holder saved."""
-        core = self.core
-        try:
-            stored = await core.store.load(state.key)
-        except PersistenceError:
-            core.counters.loads_failed += 1
-            return None  # the locked re-read decides (and reports)
-        if stored is None or stored == state.token:
-            return None
-        if (
-            _schedule.freshness(stored, state.key, core.clock(), core.policy)
-            is not _schedule.Freshness.FRESH
-        ):
-            return None
-        self._adopt(state, stored, reason)
-        return stored
-
-    def _adopt(self, state: KeyState, token: Token, reason: str) -> None:
-        """Take a pair another task, process or node stored (no request of ours)."""
-        core = self.core
-        core.install(state, token)
-        core.counters.refreshes_adopted += 1
-        core.emit(EventKind.REFRESH_ADOPTED, state, expires_at=token.expires_at, reason=reason)
-
-    def _defer(self, state: KeyState, reason: str) -> Token:
-        """Serve the still-valid token and look again after a backoff (never past hard expiry)."""
-        core = self.core
-        state.deferrals += 1
-        now = core.clock()
-        delay = min(core.backoff(state.deferrals), state.hard_at - now)
-        state.reschedule(now + delay)
-        core.counters.refreshes_deferred += 1
-        core.emit(
-            EventKind.REFRESH_DEFERRED,
-            state,
-            reason=reason,
-            retry_in=delay,
-            attempt=state.deferrals,
-        )
-        assert state.token is not None  # noqa: S101 - _still_valid held
-        return state.token
-
-    def _store_stopped(self, state: KeyState, exc: ShopTokenError, reason: str) -> None:
-        """Report a refresh the store stopped before Shopify was asked (re-read or lock)."""
-        self.core.emit(
-            EventKind.REFRESH_FAILED, state, error=describe(exc, _secrets(state)), reason=reason
-        )
 
     # -- the decision on the re-read token, and the rotation ---------------------------
 
@@ -357,6 +329,8 @@ class Rotator:
         replacing: Token | None,
         reason: str,
         save: Save,
+        *,
+        draining: bool,
     ) -> Token | _Rotated:
         """Re-take the decision on the re-read token: adopt it, or rotate it and save."""
         core = self.core
@@ -374,7 +348,7 @@ class Rotator:
             base,
             *_schedule.times(base, key, core.policy),
             suspect=(replacing is not None and base.access_token == replacing.access_token)
-            or (state.suspect and same),
+            or (state.suspect and same and not draining),
         )
         action = decide(view, core.clock())
         if action is Action.REAUTHORIZE:
@@ -382,7 +356,7 @@ class Rotator:
             raise ReauthorizationRequired(f"{key} expired and cannot be refreshed", key=key)
         if action is Action.SERVE:
             if not same or state.suspect:
-                self._adopt(state, base, reason)
+                self.contention.adopt(state, base, reason)
             return base
         return await self._rotate(state, base, reason, save)
 
@@ -404,6 +378,11 @@ class Rotator:
                 transient=False,
             )
         started, obtained_at = trio.current_time(), now
+        # From the moment the request may reach Shopify, the held access token
+        # may be revoked by it at any instant: callers wait for the answer
+        # rather than get a token that dies in their hands.
+        was_suspect = state.suspect
+        state.distrust()
         try:
             new = await core.refresher.refresh(key, base, clock=core.clock)
         except ReauthorizationRequired as exc:
@@ -412,17 +391,40 @@ class Rotator:
             core.mark_dead(state, describe(exc, secrets_of(base)))
             raise
         except Exception as exc:
-            raise self._refresh_error(state, base, exc, reason) from exc
+            error = self._refresh_error(state, base, exc, reason)
+            if error.outcome_unknown:
+                await self._mark_revoked(state, base, obtained_at, save)
+            elif not was_suspect:
+                state.trust()  # a definite answer: nothing was rotated
+            raise error from exc
         core.gate.answered()
         core.counters.refreshes_succeeded += 1
-        # Shopify revoked the old access token as it rotated: nobody gets it
-        # from now on; callers wait for the new pair, served once it is saved.
-        state.distrust()
+        # Shopify revoked the old access token as it rotated: it stays suspect
+        # until the new pair is saved (committed) and installed.
         try:
             await save(new)
         except PersistenceError as exc:
             return _Rotated(new, obtained_at, started, exc)
         return _Rotated(new, obtained_at, started, None)
+
+    async def _mark_revoked(self, state: KeyState, base: Token, sent_at: float, save: Save) -> None:
+        """Store ``base`` as expired at ``sent_at``: its access token may be revoked.
+
+        Every process that loads it then (this one after a restart, another
+        node) refreshes it before use, with its refresh token, which Shopify's
+        recovery window still accepts, instead of serving a revoked token.
+        Best effort: a failed save is reported and the pair kept as it was.
+        """
+        marked = attrs.evolve(base, expires_at=datetime.fromtimestamp(sent_at, UTC))
+        try:
+            await save(marked)
+        except PersistenceError as exc:
+            self.core.emit(
+                EventKind.PERSISTENCE_FAILED,
+                state,
+                error=describe(exc, secrets_of(base)),
+                reason="marking a possibly revoked token",
+            )
 
     def _refresh_error(
         self, state: KeyState, base: Token, exc: Exception, reason: str
@@ -498,7 +500,7 @@ class Rotator:
                 stored = await core.store.load(state.key)
             except PersistenceError as exc:
                 core.counters.loads_failed += 1
-                self._store_stopped(state, exc, "recheck")
+                self.contention.store_stopped(state, exc, "recheck")
                 return
             if stored is None:
                 core.drop(state)
@@ -512,7 +514,3 @@ class Rotator:
                 return
             core.install(state, stored)
             core.emit(EventKind.KEY_REAUTHORIZED, state, expires_at=stored.expires_at)
-
-
-def _secrets(state: KeyState) -> tuple[str | None, ...]:
-    return secrets_of(state.token) + secrets_of(state.unsaved)

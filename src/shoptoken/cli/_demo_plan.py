@@ -38,6 +38,8 @@ def demo_policy(lifetime: float) -> RefreshPolicy:
         skew=0.1 * lifetime,
         retry_initial=lifetime / 50,
         retry_max=lifetime / 10,
+        # API calls already made with a token reach the fake before its rotation.
+        drain=min(1.0, lifetime / 10),
     )
 
 
