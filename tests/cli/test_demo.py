@@ -16,7 +16,7 @@ from shoptoken.cli._demo_plan import demo_faults, demo_policy, shop_names
 from shoptoken.cli._demo_report import Report
 from shoptoken.cli._display import State
 from shoptoken.stores import SQLiteStore
-from shoptoken.testing import LOST_ANSWERS
+from shoptoken.testing import Fault
 
 from .conftest import FAKE_TOKEN, child_env, spawn
 
@@ -55,7 +55,7 @@ def test_policy_scales_with_the_lifetime() -> None:
     assert policy.retry_max == 1
     assert policy.retry_initial == pytest.approx(0.2)
     assert {fault.kind for fault in demo_faults(10)} >= {f.kind for f in demo_faults(4)}
-    assert set(LOST_ANSWERS) <= set(demo_faults(10))
+    assert set(Fault.lost_answers()) <= set(demo_faults(10))
 
 
 def test_shop_names_are_distinct() -> None:

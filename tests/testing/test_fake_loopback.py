@@ -13,7 +13,6 @@ import trio
 
 from shoptoken import TokenKey
 from shoptoken.testing import (
-    LOST_ANSWERS,
     FakeShopify,
     Fault,
     FaultKind,
@@ -287,7 +286,7 @@ async def test_asgi_app_answers_a_bad_host_with_421() -> None:
     assert fake.requests == 0
 
 
-@pytest.mark.parametrize("fault", LOST_ANSWERS, ids=repr)
+@pytest.mark.parametrize("fault", Fault.lost_answers(), ids=repr)
 async def test_lost_answers_over_loopback(fault: Fault) -> None:
     """Over real sockets too, a lost answer leaves the client nothing, yet the pair rotated."""
     fake = FakeShopify()

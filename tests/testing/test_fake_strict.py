@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from shoptoken.testing import LOST_ANSWERS, FakeShopify, Fault, FaultKind
+from shoptoken.testing import FakeShopify, Fault, FaultKind
 
 from . import SHOP, api_status, body, post_grant, refresh, send_grant
 
@@ -101,7 +101,7 @@ async def test_an_expired_new_access_token_does_not_end_the_window(
     assert endpoint.refresh_token_works(SHOP, r0)
 
 
-@pytest.mark.parametrize("fault", LOST_ANSWERS, ids=repr)
+@pytest.mark.parametrize("fault", Fault.lost_answers(), ids=repr)
 async def test_lost_answers_rotate_in_process(endpoint: FakeShopify, fault: Fault) -> None:
     """Each lost answer: no usable reply, yet Shopify rotated; the old refresh token recovers."""
     first = endpoint.install(SHOP)
@@ -123,10 +123,10 @@ async def test_lost_answers_rotate_in_process(endpoint: FakeShopify, fault: Faul
 
 def test_lost_answers_cover_every_way_of_losing_one() -> None:
     """Timeout, close, reset, 502, 504 and 520, each after processing."""
-    assert all(fault.processed for fault in LOST_ANSWERS)
-    drops = {(f.reset, f.timeout) for f in LOST_ANSWERS if f.kind is FaultKind.DROP}
+    assert all(fault.processed for fault in Fault.lost_answers())
+    drops = {(f.reset, f.timeout) for f in Fault.lost_answers() if f.kind is FaultKind.DROP}
     assert drops == {(False, False), (True, False), (False, True)}
-    statuses = {f.status for f in LOST_ANSWERS if f.kind is FaultKind.STATUS}
+    statuses = {f.status for f in Fault.lost_answers() if f.kind is FaultKind.STATUS}
     assert statuses == {502, 504, 520}
 
 

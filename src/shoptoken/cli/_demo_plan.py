@@ -7,7 +7,7 @@ from typing import Final
 import attrs
 
 from .._policy import RefreshPolicy
-from ..testing import LOST_ANSWERS, Fault
+from ..testing import Fault
 
 _NAMES: Final = (
     "aurora-apparel",
@@ -44,7 +44,7 @@ def demo_policy(lifetime: float) -> RefreshPolicy:
 def demo_faults(lifetime: float) -> tuple[Fault, ...]:
     """Every kind of fault, with delays scaled to ``lifetime``.
 
-    Half of them lose the answer after Shopify rotated the pair (`LOST_ANSWERS`:
+    Half of them lose the answer after Shopify rotated the pair (`Fault.lost_answers`:
     a closed or reset connection, a timeout, 502, 504 or 520; and a body cut
     short): the old access token is revoked, and the manager must recover
     with the previous refresh token and never serve the old access token.
@@ -58,7 +58,7 @@ def demo_faults(lifetime: float) -> tuple[Fault, ...]:
         Fault.not_json(),
         Fault.spike(lifetime / 10),
         Fault.truncate(),
-        *LOST_ANSWERS,
+        *Fault.lost_answers(),
     )
 
 

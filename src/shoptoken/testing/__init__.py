@@ -8,14 +8,13 @@ with injectable faults, reached in process or over loopback HTTP
 
 from ._clock import EPOCH, trio_wall_clock
 from ._fake_shopify import FakeShopify
-from ._faults import LOST_ANSWERS, Endpoint, Fault, FaultKind, FaultPlan
+from ._faults import Endpoint, Fault, FaultKind, FaultPlan
 from ._loopback import LoopbackServer, serve_loopback
 from ._routing import ForeignHostError, LoopbackTransport
 from ._stats import ShopStatistics
 
 __all__ = [
     "EPOCH",
-    "LOST_ANSWERS",
     "Endpoint",
     "FakeShopify",
     "Fault",

@@ -5,7 +5,7 @@ dropped or reset connection, a body cut off part way, or a body that is not
 JSON. ``processed`` says whether Shopify performed the grant before the
 failure (the response was lost on the way back: a timeout, a reset, a 502,
 504 or 520 after the rotation): that is the case Shopify's recovery window
-exists for, and the one a client must survive. `LOST_ANSWERS` lists them.
+exists for, and the one a client must survive. `Fault.lost_answers` lists them.
 """
 
 from __future__ import annotations
@@ -127,6 +127,16 @@ class Fault:
         is performed first: the classic lost answer of a slow rotation.
         """
         return cls(FaultKind.DROP, delay=delay, timeout=True, processed=processed)
+
+    @classmethod
+    def lost_answers(cls) -> tuple[Fault, ...]:
+        """Every way to lose a grant's answer after Shopify performed it.
+
+        A closed or reset connection, a timeout, and 502, 504 and 520: the
+        rotation happened (the old access token is revoked) and the client
+        gets nothing usable. A body cut short (`truncate`) is one more.
+        """
+        return LOST_ANSWERS
 
     @classmethod
     def raise_(cls, exception: BaseException, *, processed: bool = False) -> Fault:
