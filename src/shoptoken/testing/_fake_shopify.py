@@ -19,11 +19,10 @@ spikes sleep on trio's clock. Reach it in process (`transport`,
 
 from __future__ import annotations
 
-import inspect
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
@@ -35,7 +34,8 @@ from .._token import Token
 from ._admin import AdminAuthority
 from ._admin import _Pair as _Pair  # noqa: PLC0414 - re-exported for subclasses overriding _issue
 from ._answer import Answer, to_response
-from ._callback import admin_host, signed_query
+from ._callback import SupportsCodeGrant as SupportsCodeGrant  # noqa: PLC0414 - its old home
+from ._callback import admin_host, complete_code_flow, signed_query
 from ._customer_accounts import CustomerAccounts
 from ._faults import TOKEN_ENDPOINTS, Endpoint, Fault, FaultKind, FaultPlan, FaultSource, as_fault
 from ._routes import route_request
@@ -45,20 +45,10 @@ from ._stats import FakeStatistics
 from ._throttle import RetryAfterWindows
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from .._customer import CustomerAccountOAuth
     from ._asgi import ASGIApp
-
-
-class SupportsCodeGrant(Protocol):
-    """What `FakeShopify.authorize` needs of an OAuth client (`ShopifyOAuth` has it)."""
-
-    def verify_callback(
-        self, query: Mapping[str, str], *, state: str | None = None
-    ) -> Mapping[str, str] | Awaitable[Mapping[str, str]]: ...
-
-    async def exchange_code(self, shop: str, code: str) -> Token: ...
 
 
 @attrs.define(eq=False)
@@ -247,10 +237,7 @@ class FakeShopify(FakeStatistics):
         query = self.callback_query(
             shop, scopes=scopes, online=online, user_id=user_id, state=state
         )
-        verified = oauth.verify_callback(query, state=state)
-        if inspect.isawaitable(verified):
-            verified = await verified
-        return await oauth.exchange_code(verified.get("shop", query["shop"]), query["code"])
+        return await complete_code_flow(oauth, query, state)
 
     def session_token(
         self,
