@@ -114,11 +114,21 @@ async def test_lost_answers_rotate_in_process(endpoint: FakeShopify, fault: Faul
         assert response.status_code >= 500
         assert "access_token" not in response.text
     assert endpoint.refreshes == {SHOP: 1}
+    assert endpoint.grants_lost == endpoint.statistics(SHOP).grants_lost == 1
     assert await api_status(endpoint, first.access_token) == 401
     assert endpoint.statistics(SHOP).api_calls_revoked == 1
     recovered = await refresh(endpoint, first.refresh_token or "")
     assert recovered.status_code == 200
     assert endpoint.recovered == 1
+
+
+async def test_a_lost_answer_of_a_refused_grant_is_no_lost_grant(endpoint: FakeShopify) -> None:
+    """A processed fault on a refresh Shopify refused loses nothing: grants_lost stays 0."""
+    endpoint.install(SHOP)
+    endpoint.fail_next(Fault.http(502, processed=True))
+    assert (await refresh(endpoint, "shprt_unknown")).status_code == 502
+    assert endpoint.rejected == 1
+    assert endpoint.grants_lost == 0
 
 
 def test_lost_answers_cover_every_way_of_losing_one() -> None:

@@ -49,7 +49,7 @@ class Report:
             ("seconds run", f"{self.elapsed:.1f}"),
             ("refreshes", str(self.refreshes)),
             ("faults injected", str(self.faults)),
-            ("of which answers lost after Shopify rotated", str(self.answers_lost)),
+            ("of which rotated by Shopify, the answer lost", str(self.answers_lost)),
             ("transient failures recovered", str(self.recovered)),
             ("lost answers recovered (previous refresh token)", str(self.lost_answers)),
             ("re-authorizations", str(self.reauthorizations)),

@@ -325,7 +325,7 @@ class Demo:
             expired_calls=expired,
             revoked_calls=revoked,
             unknown_calls=sum(fake.api_calls_rejected.values()) - expired - revoked,
-            answers_lost=sum(fault.needs_answer for _, fault in fake.injected),
+            answers_lost=fake.grants_lost,
             throttled=fake.throttled,
         )
 

@@ -405,6 +405,8 @@ class FakeShopify(FakeStatistics):
         answer = fault.render(real, request)
         if throttled:
             self._windows.answered(host, answer, self.clock())
+            if real is not None and real.status == 200:  # noqa: PLR2004 - a grant performed
+                self._count(host).grants_lost += 1
         return answer
 
     # -- checking ------------------------------------------------------------------------

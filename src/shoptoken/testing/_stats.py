@@ -40,6 +40,9 @@ class ShopStatistics:
         token_requests_throttled: Admin token endpoint requests sent inside a
             ``Retry-After`` window the fake had announced for the shop, and
             refused with 429 again: a client that ignores ``Retry-After``.
+        grants_lost: Admin token endpoint grants the fake performed (a new
+            token issued) whose answer a fault then lost: the client holds
+            nothing, yet the previous access token is revoked.
     """
 
     refreshes: int = 0
@@ -58,6 +61,7 @@ class ShopStatistics:
     customer_refreshes_rejected: int = 0
     clients_rejected: int = 0
     token_requests_throttled: int = 0
+    grants_lost: int = 0
 
 
 @attrs.define
@@ -80,6 +84,7 @@ class Counters:
     customer_refreshes_rejected: int = 0
     clients_rejected: int = 0
     token_requests_throttled: int = 0
+    grants_lost: int = 0
 
     def snapshot(self) -> ShopStatistics:
         """A frozen copy."""
@@ -132,6 +137,11 @@ class FakeStatistics:
     def throttled(self) -> int:
         """Token requests sent inside an announced Retry-After window, all shops."""
         return self._total("token_requests_throttled")
+
+    @property
+    def grants_lost(self) -> int:
+        """Grants performed whose answer a fault lost (unseen rotations), all shops."""
+        return self._total("grants_lost")
 
     @property
     def api_calls(self) -> dict[str, int]:
