@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from shoptoken import MemoryStore, RefreshFailed, TokenKey, open_token_manager
-from shoptoken.testing import Endpoint, FakeShopify, Fault, FaultKind, FaultPlan
+from shoptoken.testing import Endpoint, FakeShopify, Fault, FaultKind, FaultPlan, trio_wall_clock
 
 from . import SHOP, TOKEN_URL, api_status, body, refresh
 
@@ -25,8 +25,13 @@ from . import SHOP, TOKEN_URL, api_status, body, refresh
         (Fault.rate_limited(0.5), 429, "0.5", "Too Many Requests"),
     ],
 )
-async def test_status_faults(
-    endpoint: FakeShopify, step: int | Fault, status: int, retry_after: str | None, errors: str
+async def test_status_faults(  # noqa: PLR0917 - pytest passes fixtures and parameters by name
+    endpoint: FakeShopify,
+    autojump_clock: trio.testing.MockClock,
+    step: int | Fault,
+    status: int,
+    retry_after: str | None,
+    errors: str,
 ) -> None:
     """An error status (429 with Retry-After), and the grant not performed."""
     first = endpoint.install(SHOP)
@@ -36,7 +41,9 @@ async def test_status_faults(
     assert response.headers.get("Retry-After") == retry_after
     assert body(response) == {"errors": errors}
     assert endpoint.refreshes == {}
+    await trio.sleep(float(retry_after or 0))
     assert (await refresh(endpoint, first.refresh_token or "")).status_code == 200
+    assert endpoint.throttled == 0
 
 
 async def test_a_processed_status_fault_performs_the_grant(endpoint: FakeShopify) -> None:
@@ -160,7 +167,10 @@ async def test_scripted_faults_target_token_endpoints_unless_told(endpoint: Fake
 
 
 async def drive(fake: FakeShopify, requests: int) -> list[int]:
-    """Send refreshes with a fresh pair each time; the statuses (599 for a transport error)."""
+    """Send refreshes with a fresh pair each time; the statuses (599 for a transport error).
+
+    Like a good client, it waits out a 429's ``Retry-After`` (on trio's clock).
+    """
     statuses = []
     for _ in range(requests):
         token = fake.install(SHOP)
@@ -170,13 +180,17 @@ async def drive(fake: FakeShopify, requests: int) -> list[int]:
             statuses.append(599)
         else:
             statuses.append(response.status_code)
+            await trio.sleep(float(response.headers.get("Retry-After", 0)))
+    assert fake.throttled == 0
     return statuses
 
 
 async def test_fault_plan_is_reproducible(autojump_clock: trio.testing.MockClock) -> None:
     """The same plan and requests give the same faults; another seed gives others."""
     plan = FaultPlan(rate=0.3, seed=1)
-    first, second, other = FakeShopify(faults=plan), FakeShopify(faults=plan), FakeShopify()
+    clock = trio_wall_clock()
+    first, second = FakeShopify(clock=clock, faults=plan), FakeShopify(clock=clock, faults=plan)
+    other = FakeShopify(clock=clock)
     other.faults = FaultPlan(rate=0.3, seed=2)
     assert await drive(first, 60) == await drive(second, 60)
     await drive(other, 60)

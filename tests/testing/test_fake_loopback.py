@@ -284,3 +284,28 @@ async def test_asgi_app_answers_a_bad_host_with_421() -> None:
                 received += chunk
     assert received.startswith(b"HTTP/1.1 421")
     assert fake.requests == 0
+
+
+@pytest.mark.parametrize("fault", Fault.lost_answers(), ids=repr)
+async def test_lost_answers_over_loopback(fault: Fault) -> None:
+    """Over real sockets too, a lost answer leaves the client nothing, yet the pair rotated."""
+    fake = FakeShopify()
+    token = fake.install(SHOP)
+    fake.fail_next(fault)
+    with trio.fail_after(LIMIT):
+        async with serve_loopback(fake) as server:
+            client = server.client()
+            url = f"https://{SHOP}/admin/oauth/access_token"
+            grant = refresh_body(fake, token.refresh_token or "")
+            try:
+                response = await client.post(url, json=grant)
+            except httpx.TransportError:
+                pass
+            else:
+                assert response.status_code >= 500
+                assert "access_token" not in response.text
+            assert fake.refreshes == {SHOP: 1}
+            assert not fake.is_valid(SHOP, token.access_token)
+            again = await client.post(url, json=grant)
+    assert again.status_code == 200
+    assert fake.recovered == 1

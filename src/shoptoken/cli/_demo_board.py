@@ -3,10 +3,18 @@
 The manager's events (a hook) and the demo's app loop update it; the
 display reads it. Rendering is pure: rows in, a rich table or a plain line
 out. No token is ever kept here, only times and counts.
+
+The live table has a fixed width: every column has its own width from the
+first frame on, errors included, so the table never jumps when the first
+error appears. An error is shown as its gist (`error_gist`), short enough to
+fit its column, and it is cleared once the shop recovers: its next refresh
+succeeds (or it is authorized again), or, for an API call's error, its next
+API call succeeds.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -19,7 +27,26 @@ from ._display import STYLES, State, format_duration
 if TYPE_CHECKING:
     from .._keys import TokenKey
 
-_ERROR_WIDTH: Final = 60
+#: Width of each column of the live table: (header, width).
+_COLUMNS: Final = (
+    ("shop", 15),
+    ("state", 13),
+    ("expires in", 10),
+    ("refreshes", 9),
+    ("retried", 7),
+    ("API calls", 9),
+    ("last error", 40),
+)
+_ERROR_WIDTH: Final = _COLUMNS[-1][1]
+#: Rewrites that shorten the manager's refresh errors to their gist.
+_GIST: Final = (
+    (re.compile(r"^token refresh "), ""),
+    (re.compile(r"; transient$"), ""),
+    (re.compile(r"^failed \((HTTP \d+): ([^)]*)\)"), r"\1 \2"),
+    (re.compile(r"^got no usable answer \(([^)]*)\)"), r"no answer (\1)"),
+    (re.compile(r"^got an unusable (HTTP \d+) answer \(([^)]*)\)"), r"\1: \2"),
+    (re.compile(r"retry after "), "retry in "),
+)
 
 _SETTLED: Final = frozenset(
     {
@@ -48,7 +75,9 @@ class ShopRow:
         api_calls: Admin API calls the fake received for this shop.
         postponed: API calls the app put off: no valid token could be had yet.
         reauthorizations: Times the app sent the merchant through the flow again.
-        last_error: The last refresh failure (scrubbed of secrets by the manager).
+        last_error: The shop's current problem: the last refresh failure
+            (scrubbed of secrets by the manager) until a refresh succeeds, or
+            an API call's failure until a call succeeds.
     """
 
     key: TokenKey
@@ -64,6 +93,7 @@ class ShopRow:
     postponed: int = 0
     reauthorizations: int = 0
     last_error: str | None = None
+    _api_error: bool = False
 
     def on_event(self, event: TokenEvent) -> None:
         """Follow one of the manager's events for this shop."""
@@ -76,15 +106,35 @@ class ShopRow:
             self.refreshes += kind is EventKind.REFRESH_SUCCEEDED
             self.recovered += self.pending
             self.pending = 0
+            self._set_error(None)
             if event.expires_at is not None:
                 self.expires_at = event.expires_at.timestamp()
         elif kind is EventKind.REFRESH_FAILED:
             self.failures += 1
             self.pending += 1
-            self.last_error = event.error
+            self._set_error(event.error)
         elif kind is EventKind.REAUTHORIZATION_REQUIRED:
             self.needs_reauth = True
-            self.last_error = event.error
+            self._set_error(event.error)
+
+    def _set_error(self, error: str | None, *, api: bool = False) -> None:
+        self.last_error, self._api_error = error, api
+
+    def api_failed(self, error: str) -> None:
+        """An API call failed (not for want of a token): shown until a call succeeds."""
+        if self.last_error is None or self._api_error:
+            self._set_error(error, api=True)
+
+    def api_succeeded(self) -> None:
+        """An API call succeeded: an API call's error is over (a refresh's is not)."""
+        if self._api_error:
+            self._set_error(None)
+
+    def reauthorized(self) -> None:
+        """The merchant authorized the app again: the shop is back, its error cleared."""
+        self.needs_reauth = False
+        self.reauthorizations += 1
+        self._set_error(None)
 
     def shown_state(self, stored: State) -> State:
         """The state to show, given the state of the token the manager holds."""
@@ -133,8 +183,14 @@ class Board:
         return ", ".join(f"{count} {state.value}" for state, count in counts.items() if count)
 
 
-def _short(text: str | None, key: TokenKey) -> str:
-    """The gist of an error: without its exception type and key, on one short line."""
+def error_gist(text: str | None, key: TokenKey, width: int = _ERROR_WIDTH) -> str:
+    """The gist of an error on one line of at most ``width`` characters.
+
+    Without its exception type and key, and the manager's wording shortened
+    (``token refresh failed (HTTP 503: Service Unavailable); transient``
+    reads ``HTTP 503 Service Unavailable``); cut with an ellipsis only if
+    still too long.
+    """
     if not text:
         return ""
     text = " ".join(text.split())
@@ -142,19 +198,23 @@ def _short(text: str | None, key: TokenKey) -> str:
     if sep and kind.isidentifier():
         text = rest
     text = text.removeprefix(f"{key}: ")
-    return text if len(text) <= _ERROR_WIDTH else text[: _ERROR_WIDTH - 1] + "…"
+    for pattern, replacement in _GIST:
+        text = pattern.sub(replacement, text)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def render_table(board: Board, *, now: float, title: str, caption: str) -> Table:
-    """The live table: one row per shop."""
+    """The live table: one row per shop, the same width whatever the rows hold."""
     table = Table(title=title, caption=caption, header_style="bold", caption_justify="left")
-    table.add_column("shop", no_wrap=True)
-    table.add_column("state")
-    table.add_column("expires in", justify="right")
-    table.add_column("refreshes", justify="right")
-    table.add_column("retried", justify="right")
-    table.add_column("API calls", justify="right")
-    table.add_column("last error", no_wrap=True, max_width=_ERROR_WIDTH)
+    for header, width in _COLUMNS:
+        left = header in ("shop", "state", "last error")
+        table.add_column(
+            header,
+            width=width,
+            no_wrap=True,
+            overflow="ellipsis",
+            justify="left" if left else "right",
+        )
     for row in board.rows.values():
         expires = None if row.expires_at is None else row.expires_at - now
         table.add_row(
@@ -164,15 +224,16 @@ def render_table(board: Board, *, now: float, title: str, caption: str) -> Table
             str(row.refreshes),
             str(row.recovered),
             str(row.api_calls),
-            Text(_short(row.last_error, row.key), style="dim"),
+            Text(error_gist(row.last_error, row.key), style="dim"),
         )
     return table
 
 
-def plain_line(board: Board, *, elapsed: float, expired_calls: int) -> str:
+def plain_line(board: Board, *, elapsed: float, expired_calls: int, revoked_calls: int) -> str:
     """One progress line for logs and pipes."""
     return (
         f"t={elapsed:5.1f}s phase {board.phase}/2: {board.states()} | "
         f"refreshes {board.total('refreshes')}, failures retried {board.total('recovered')}, "
-        f"API calls {board.total('api_calls')}, with an expired token {expired_calls}"
+        f"API calls {board.total('api_calls')}, with an expired token {expired_calls},"
+        f" with a revoked token {revoked_calls}"
     )

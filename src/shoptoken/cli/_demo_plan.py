@@ -46,20 +46,21 @@ def demo_policy(lifetime: float) -> RefreshPolicy:
 def demo_faults(lifetime: float) -> tuple[Fault, ...]:
     """Every kind of fault, with delays scaled to ``lifetime``.
 
-    Three of them are "processed": Shopify rotated the pair but the answer
-    was lost, so the manager must recover with the previous refresh token.
+    Half of them lose the answer after Shopify rotated the pair (`Fault.lost_answers`:
+    a closed or reset connection, a timeout, 502, 504 or 520; and a body cut
+    short): the old access token is revoked, and the manager must recover
+    with the previous refresh token and never serve the old access token.
     """
     return (
         Fault.http(500),
         Fault.http(503),
-        Fault.http(520, processed=True),
         Fault.rate_limited(max(1.0, round(lifetime / 10))),
         Fault.drop(),
-        Fault.drop(processed=True),
         Fault.drop(reset=True),
-        Fault.truncate(),
         Fault.not_json(),
         Fault.spike(lifetime / 10),
+        Fault.truncate(),
+        *Fault.lost_answers(),
     )
 
 

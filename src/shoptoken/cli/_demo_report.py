@@ -29,12 +29,17 @@ class Report:
     postponed: int
     rejected_refreshes: int
     expired_calls: int
+    revoked_calls: int
+    unknown_calls: int = 0
+    answers_lost: int = 0
+    throttled: int = 0
 
     @property
     def ok(self) -> bool:
-        """No expired-token call, no rejected refresh, every token through the restart."""
+        """No call with a dead token, no rejected refresh, every token through the restart."""
         survived = self.survived is None or self.survived == self.installed
-        return self.expired_calls == 0 and self.rejected_refreshes == 0 and survived
+        dead_calls = self.expired_calls + self.revoked_calls + self.unknown_calls
+        return dead_calls == 0 and self.rejected_refreshes == 0 and survived
 
     def figures(self) -> list[tuple[str, str]]:
         """Label and value of each figure, in the order shown."""
@@ -44,6 +49,7 @@ class Report:
             ("seconds run", f"{self.elapsed:.1f}"),
             ("refreshes", str(self.refreshes)),
             ("faults injected", str(self.faults)),
+            ("of which rotated by Shopify, the answer lost", str(self.answers_lost)),
             ("transient failures recovered", str(self.recovered)),
             ("lost answers recovered (previous refresh token)", str(self.lost_answers)),
             ("re-authorizations", str(self.reauthorizations)),
@@ -51,7 +57,10 @@ class Report:
             ("API calls", str(self.api_calls)),
             ("API calls postponed while a refresh was retried", str(self.postponed)),
             ("refreshes rejected by Shopify", str(self.rejected_refreshes)),
+            ("token requests sent inside a Retry-After window", str(self.throttled)),
             ("API calls made with an expired token", str(self.expired_calls)),
+            ("API calls made with a revoked token", str(self.revoked_calls)),
+            ("API calls made with an unknown token", str(self.unknown_calls)),
         ]
 
     def verdict(self) -> str:
@@ -61,6 +70,12 @@ class Report:
         problems = []
         if self.expired_calls:
             problems.append(f"{self.expired_calls} API calls made with an expired token")
+        if self.revoked_calls:
+            problems.append(
+                f"{self.revoked_calls} API calls made with a revoked token (replaced by a rotation)"
+            )
+        if self.unknown_calls:
+            problems.append(f"{self.unknown_calls} API calls made with an unknown token")
         if self.rejected_refreshes:
             problems.append(f"{self.rejected_refreshes} refreshes rejected")
         if self.survived is not None and self.survived != self.installed:

@@ -21,13 +21,14 @@ Shopify's rules, as the fake applies them:
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import secrets
 from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
+from ._admin_tokens import TokenCheck, _Online, _Shop, same, seconds
+from ._admin_tokens import _Pair as _Pair  # noqa: PLC0414 - importable here, as it always was
 from ._answer import Answer
 from ._session import SessionTokenRejected, check_session_token
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
     from ._stats import Counters
 
-#: How long the previous refresh token stays usable after its first use.
-RECOVERY_WINDOW: Final = 30 * 86400.0
 #: How long a migration may be retried with the original non-expiring token.
 MIGRATION_RETRY_WINDOW: Final = 7 * 86400.0
 REFRESH_GRANT: Final = "refresh_token"
@@ -63,6 +62,8 @@ class AdminSettings(Protocol):
     @property
     def client_secret(self) -> str: ...
     @property
+    def old_client_secret(self) -> str | None: ...
+    @property
     def access_lifetime(self) -> float: ...
     @property
     def refresh_lifetime(self) -> float: ...
@@ -74,40 +75,9 @@ class AdminSettings(Protocol):
     def non_expiring_until(self) -> float | None: ...
 
 
-def same(a: str, b: str) -> bool:
-    """Constant-time equality of two strings, any characters."""
-    return hmac.compare_digest(a.encode(), b.encode())
-
-
 def truthy(value: str | None) -> bool:
     """Whether a form flag (``expiring``) is set."""
     return value is not None and value.strip().lower() in ("1", "true")
-
-
-def seconds(delta: float) -> int:
-    """Whole seconds for an ``expires_in``: rounded, at least 1."""
-    return max(1, round(delta))
-
-
-@attrs.define
-class _Pair:
-    """An expiring offline pair and its recovery and migration bookkeeping."""
-
-    access: str = attrs.field(repr=False)
-    refresh: str = attrs.field(repr=False)
-    expires_at: float
-    refresh_expires_at: float
-    previous_refresh: str | None = attrs.field(default=None, repr=False)
-    previous_until: float = 0.0
-    migrated_from: str | None = attrs.field(default=None, repr=False)
-    migrated_until: float = 0.0
-
-
-@attrs.define
-class _Online:
-    user_id: int
-    scope: str
-    expires_at: float
 
 
 @attrs.define
@@ -117,15 +87,6 @@ class _Code:
     online: bool
     user_id: int
     expires_at: float
-
-
-@attrs.define
-class _Shop:
-    scope: str = "read_orders"
-    installed: bool = True
-    pair: _Pair | None = None
-    non_expiring: str | None = attrs.field(default=None, repr=False)
-    online: dict[str, _Online] = attrs.field(factory=dict, repr=False)
 
 
 @attrs.define(eq=False)
@@ -166,14 +127,16 @@ class AdminAuthority:
             expires_at=now + self.settings.access_lifetime,
             refresh_expires_at=now + self.settings.refresh_lifetime,
         )
-        record.pair, record.non_expiring, record.installed = pair, None, True
+        record.end_offline(now)
+        record.pair, record.installed = pair, True
         return pair
 
     def new_non_expiring(self, shop: str) -> str:
         """Issue ``shop``'s non-expiring offline token: it replaces the offline token."""
         record = self.shop(shop)
         token = self._secret("shpat", shop)
-        record.pair, record.non_expiring, record.installed = None, token, True
+        record.end_offline(self.settings.clock())
+        record.non_expiring, record.installed = token, True
         return token
 
     def new_online(self, shop: str, user_id: int, scope: str) -> str:
@@ -198,8 +161,8 @@ class AdminAuthority:
     def revoke(self, shop: str) -> None:
         """Uninstall the app from ``shop``: every token and code dies."""
         record = self.shop(shop)
-        record.installed, record.pair, record.non_expiring = False, None, None
-        record.online.clear()
+        record.end_all(self.settings.clock())
+        record.installed = False
         for code in [code for code, grant in self._codes.items() if grant.shop == shop]:
             del self._codes[code]
 
@@ -212,44 +175,26 @@ class AdminAuthority:
 
     # -- checking -----------------------------------------------------------------
 
+    def check(self, shop: str, access_token: str) -> TokenCheck:
+        """What an Admin API call with ``access_token`` meets now."""
+        record = self.shops.get(shop)
+        if record is None:
+            return TokenCheck.UNKNOWN
+        return record.check(access_token, self.settings.clock(), self.settings.non_expiring_until)
+
     def is_valid(self, shop: str, access_token: str) -> bool:
         """Whether an Admin API call with ``access_token`` is accepted now."""
-        record = self.shops.get(shop)
-        if record is None or not record.installed:
-            return False
-        now = self.settings.clock()
-        pair = record.pair
-        if pair is not None and same(pair.access, access_token):
-            return now < pair.expires_at
-        if record.non_expiring is not None and same(record.non_expiring, access_token):
-            return self._non_expiring_alive(now)
-        online = record.online.get(access_token)
-        return online is not None and now < online.expires_at
+        return self.check(shop, access_token) is TokenCheck.VALID
 
     def refresh_token_works(self, shop: str, refresh_token: str) -> bool:
         """Whether a refresh with ``refresh_token`` would succeed now."""
         record = self.shops.get(shop)
-        if record is None or not record.installed or record.pair is None:
-            return False
-        return self._accepts(record.pair, refresh_token) is not None
+        now = self.settings.clock()
+        return record is not None and record.accepts(refresh_token, now) is not None
 
     def _non_expiring_alive(self, now: float) -> bool:
         cutoff = self.settings.non_expiring_until
         return cutoff is None or now < cutoff
-
-    def _accepts(self, pair: _Pair, refresh_token: str) -> tuple[str, float] | None:
-        """The recovery fallback the next pair keeps if ``refresh_token`` is accepted."""
-        now = self.settings.clock()
-        if same(pair.refresh, refresh_token):
-            if now >= pair.refresh_expires_at:
-                return None
-            # Retained until its replacement is used: 30 days at most, and
-            # never past its own expiry.
-            return refresh_token, min(now + RECOVERY_WINDOW, pair.refresh_expires_at)
-        previous = pair.previous_refresh
-        if previous is not None and now < pair.previous_until and same(previous, refresh_token):
-            return previous, pair.previous_until
-        return None
 
     # -- the token endpoint -------------------------------------------------------------
 
@@ -259,7 +204,8 @@ class AdminAuthority:
             return Answer.error(
                 400, "invalid_request", "Could not find Shopify API application with api_key"
             )
-        if not same(form.get("client_secret", ""), self.settings.client_secret):
+        if not self._authenticated(form.get("client_secret", "")):
+            self.counters(shop).clients_rejected += 1
             return Answer.error(401, "invalid_client", "Client authentication failed")
         grant = form.get("grant_type")
         if grant == REFRESH_GRANT:
@@ -273,6 +219,15 @@ class AdminAuthority:
             return Answer.error(400, "invalid_request", "Missing code or grant_type")
         return Answer.error(400, "unsupported_grant_type")
 
+    def _secrets(self) -> tuple[str, ...]:
+        """The client secrets Shopify accepts: the current one, and the old during a rotation."""
+        old = self.settings.old_client_secret
+        return (self.settings.client_secret,) if old is None else (self.settings.client_secret, old)
+
+    def _authenticated(self, client_secret: str) -> bool:
+        # Every candidate is compared, so the time taken says nothing about which matched.
+        return sum(same(client_secret, secret) for secret in self._secrets()) > 0
+
     def _refresh(self, shop: str, refresh_token: str) -> Answer:
         record = self.shops.get(shop)
         counters = self.counters(shop)
@@ -280,7 +235,7 @@ class AdminAuthority:
             counters.refreshes_rejected += 1
             return Answer.error(401, "invalid_request", "The app is not installed on this shop")
         pair = None if record is None else record.pair
-        kept = None if pair is None else self._accepts(pair, refresh_token)
+        kept = None if record is None else record.accepts(refresh_token, self.settings.clock())
         if pair is None or kept is None:
             counters.refreshes_rejected += 1
             return Answer.error(400, "invalid_grant", "The refresh token is invalid or expired")
@@ -324,7 +279,7 @@ class AdminAuthority:
                 subject,
                 shop=shop,
                 client_id=self.settings.client_id,
-                secret=self.settings.client_secret,
+                secrets=self._secrets(),
                 now=self.settings.clock(),
             )
         except SessionTokenRejected as exc:
@@ -426,10 +381,20 @@ class AdminAuthority:
     # -- the Admin API --------------------------------------------------------------------
 
     def api_call(self, shop: str, access_token: str, data: object) -> Answer:
-        """Answer an Admin API call: ``data`` for a valid token, else 401 (both counted)."""
+        """Answer an Admin API call: ``data`` for a valid token, else 401 (both counted).
+
+        A 401 is counted as expired, revoked or (neither) unknown: see `TokenCheck`.
+        """
         counters = self.counters(shop)
         counters.api_calls += 1
-        if self.is_valid(shop, access_token):
+        check = self.check(shop, access_token)
+        if check is TokenCheck.VALID:
+            pair = self.shops[shop].pair
+            if pair is not None and same(pair.access, access_token):
+                # The new pair's first use: the refresh token it replaced dies.
+                pair.previous_refresh = None
             return Answer.json(200, data)
         counters.api_calls_rejected += 1
+        counters.api_calls_expired += check is TokenCheck.EXPIRED
+        counters.api_calls_revoked += check is TokenCheck.REVOKED
         return Answer.json(401, {"errors": API_UNAUTHORIZED})

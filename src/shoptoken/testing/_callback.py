@@ -1,4 +1,4 @@
-"""Signing OAuth redirect queries the way Shopify does.
+"""Signing OAuth redirect queries the way Shopify does, and walking a client through one.
 
 Shopify signs every redirect to an app with the client secret: the HMAC-SHA256
 (lower-case hex) of the query's parameters other than ``hmac``, sorted by key
@@ -13,10 +13,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import TYPE_CHECKING
+import inspect
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Mapping
+
+    from .._token import Token
+
+
+class SupportsCodeGrant(Protocol):
+    """What `FakeShopify.authorize` needs of an OAuth client (`ShopifyOAuth` has it)."""
+
+    def verify_callback(
+        self, query: Mapping[str, str], *, state: str | None = None
+    ) -> Mapping[str, str] | Awaitable[Mapping[str, str]]: ...
+
+    async def exchange_code(self, shop: str, code: str) -> Token: ...
 
 
 def _escape(text: str, *, key: bool) -> str:
@@ -43,3 +56,13 @@ def admin_host(shop: str) -> str:
 def signed_query(params: Mapping[str, str], secret: str) -> dict[str, str]:
     """``params`` with their ``hmac`` added."""
     return {**params, "hmac": query_signature(params, secret)}
+
+
+async def complete_code_flow(
+    oauth: SupportsCodeGrant, query: Mapping[str, str], state: str
+) -> Token:
+    """Have ``oauth`` verify the redirect ``query`` (sync or async), then exchange its code."""
+    verified = oauth.verify_callback(query, state=state)
+    if inspect.isawaitable(verified):
+        verified = await verified
+    return await oauth.exchange_code(verified.get("shop", query["shop"]), query["code"])

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import attrs
 import jwt
 
-from ._admin import same, seconds
+from ._admin_tokens import same, seconds
 from ._answer import Answer
 
 if TYPE_CHECKING:

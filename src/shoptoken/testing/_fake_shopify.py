@@ -19,11 +19,10 @@ spikes sleep on trio's clock. Reach it in process (`transport`,
 
 from __future__ import annotations
 
-import inspect
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
@@ -35,33 +34,25 @@ from .._token import Token
 from ._admin import AdminAuthority
 from ._admin import _Pair as _Pair  # noqa: PLC0414 - re-exported for subclasses overriding _issue
 from ._answer import Answer, to_response
-from ._callback import admin_host, signed_query
+from ._callback import SupportsCodeGrant as SupportsCodeGrant  # noqa: PLC0414 - its old home
+from ._callback import admin_host, complete_code_flow, signed_query
 from ._customer_accounts import CustomerAccounts
 from ._faults import TOKEN_ENDPOINTS, Endpoint, Fault, FaultKind, FaultPlan, FaultSource, as_fault
 from ._routes import route_request
 from ._routing import check_shopify_url
 from ._session import mint_session_token
-from ._stats import Counters, ShopStatistics
+from ._stats import FakeStatistics
+from ._throttle import RetryAfterWindows
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from .._customer import CustomerAccountOAuth
     from ._asgi import ASGIApp
 
 
-class SupportsCodeGrant(Protocol):
-    """What `FakeShopify.authorize` needs of an OAuth client (`ShopifyOAuth` has it)."""
-
-    def verify_callback(
-        self, query: Mapping[str, str], *, state: str | None = None
-    ) -> Mapping[str, str] | Awaitable[Mapping[str, str]]: ...
-
-    async def exchange_code(self, shop: str, code: str) -> Token: ...
-
-
 @attrs.define(eq=False)
-class FakeShopify:
+class FakeShopify(FakeStatistics):
     """A faithful emulator of Shopify's OAuth endpoints, with faults on demand.
 
     Attributes:
@@ -69,6 +60,10 @@ class FakeShopify:
         client_id: The app's client id (API key).
         client_secret: The app's secret: checks grants, signs callbacks and
             session tokens (at least 32 bytes, as Shopify's are).
+        old_client_secret: The previous secret while the app rotates its
+            secret (`rotate_client_secret`): grants with either are accepted,
+            and callbacks and session tokens are signed with this one, the
+            oldest unrevoked, as Shopify signs webhooks. None: no rotation.
         access_lifetime: ``expires_in`` of expiring offline access tokens.
         refresh_lifetime: ``refresh_token_expires_in`` of their refresh tokens.
         online_lifetime: ``expires_in`` of online tokens.
@@ -82,11 +77,14 @@ class FakeShopify:
         latency: Seconds (trio time) every request takes.
         faults: Faults injected at a rate (`FaultPlan`), after scripted ones.
         requests: Every request received.
+
+    Its counters are read with `statistics` and the totals of `FakeStatistics`.
     """
 
     clock: Callable[[], float] = time.time
     client_id: str = "shoptoken-fake-client"
     client_secret: str = attrs.field(default="shpss_fake0client0secret0of0the0app0000", repr=False)
+    old_client_secret: str | None = attrs.field(default=None, repr=False)
     access_lifetime: float = 3600.0
     refresh_lifetime: float = 90 * 86400.0
     online_lifetime: float = 86399.0
@@ -101,17 +99,14 @@ class FakeShopify:
     latency: float = 0.0
     faults: FaultPlan | None = None
     requests: int = 0
-    _counters: dict[str, Counters] = attrs.field(factory=dict, repr=False)
     _fault_source: FaultSource = attrs.field(factory=FaultSource, repr=False)
+    _windows: RetryAfterWindows = attrs.field(factory=RetryAfterWindows, repr=False)
     _admin: AdminAuthority = attrs.field(init=False, repr=False)
     _customers: CustomerAccounts = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._admin = AdminAuthority(self, self._count, self._issue)
         self._customers = CustomerAccounts(self, self._count)
-
-    def _count(self, shop: str) -> Counters:
-        return self._counters.setdefault(shop, Counters())
 
     def _issue(self, shop: str) -> _Pair:
         """Issue ``shop``'s next expiring pair (every grant that makes one calls this)."""
@@ -149,6 +144,35 @@ class FakeShopify:
     def expire_refresh_token(self, shop: str) -> None:
         """Make ``shop``'s refresh tokens expire now (as after 90 idle days)."""
         self._admin.expire_refresh_token(normalize_shop(shop))
+
+    def rotate_client_secret(self, new_secret: str | None = None) -> str:
+        """Rotate the app's client secret, as in the Partner Dashboard: both work until revoked.
+
+        The current secret becomes `old_client_secret` (it still signs
+        callbacks and session tokens); ``new_secret`` (a random one if None)
+        becomes `client_secret`.
+
+        Returns:
+            The new secret.
+
+        Raises:
+            RuntimeError: A rotation is under way: revoke the old secret first.
+        """
+        if self.old_client_secret is not None:
+            msg = "the old client secret is not revoked yet: call revoke_old_client_secret()"
+            raise RuntimeError(msg)
+        new = new_secret or f"shpss_{secrets.token_hex(16)}"
+        self.old_client_secret, self.client_secret = self.client_secret, new
+        return new
+
+    def revoke_old_client_secret(self) -> None:
+        """End a secret rotation: grants with the old secret answer 401 ``invalid_client``."""
+        self.old_client_secret = None
+
+    @property
+    def signing_secret(self) -> str:
+        """The secret callbacks and session tokens are signed with: the oldest unrevoked."""
+        return self.old_client_secret or self.client_secret
 
     def authorization_code(
         self,
@@ -189,7 +213,7 @@ class FakeShopify:
         }
         if state is not None:
             params["state"] = state
-        return signed_query(params, self.client_secret)
+        return signed_query(params, self.signing_secret)
 
     async def authorize(
         self,
@@ -213,10 +237,7 @@ class FakeShopify:
         query = self.callback_query(
             shop, scopes=scopes, online=online, user_id=user_id, state=state
         )
-        verified = oauth.verify_callback(query, state=state)
-        if inspect.isawaitable(verified):
-            verified = await verified
-        return await oauth.exchange_code(verified.get("shop", query["shop"]), query["code"])
+        return await complete_code_flow(oauth, query, state)
 
     def session_token(
         self,
@@ -241,7 +262,7 @@ class FakeShopify:
         return mint_session_token(
             normalize_shop(shop),
             client_id=self.client_id,
-            secret=self.client_secret if secret is None and alg != "none" else secret,
+            secret=self.signing_secret if secret is None and alg != "none" else secret,
             now=self.clock(),
             user_id=user_id,
             expires_in=expires_in,
@@ -308,7 +329,11 @@ class FakeShopify:
     def oauth(self, *, clock: Callable[[], float] | None = None) -> ShopifyOAuth:
         """A real `ShopifyOAuth` with this fake's credentials, in process."""
         return ShopifyOAuth(
-            self.client_id, self.client_secret, http=self.http_client(), clock=clock or self.clock
+            self.client_id,
+            self.client_secret,
+            http=self.http_client(),
+            old_client_secret=self.old_client_secret,
+            clock=clock or self.clock,
         )
 
     def customer_oauth(
@@ -365,14 +390,24 @@ class FakeShopify:
         if route is None:
             return Answer.json(404, {"errors": "Not Found"})
         endpoint, respond = route
+        throttled = endpoint is Endpoint.ADMIN_TOKEN
+        if throttled and (refusal := self._windows.refusal(host, self.clock())) is not None:
+            self._count(host).token_requests_throttled += 1
+            return refusal
         fault = self._fault_source.next(endpoint, self.faults)
+        if fault is not None and fault.delay:
+            await trio.sleep(fault.delay)  # a spike, or a request that hangs, then fails
         if fault is not None and fault.kind is FaultKind.SPIKE:
-            await trio.sleep(fault.delay)
             fault = None
         if fault is None:
             return respond()
         real = respond() if fault.needs_answer else None
-        return fault.render(real, request)
+        answer = fault.render(real, request)
+        if throttled:
+            self._windows.answered(host, answer, self.clock())
+            if real is not None and real.status == 200:  # noqa: PLR2004 - a grant performed
+                self._count(host).grants_lost += 1
+        return answer
 
     # -- checking ------------------------------------------------------------------------
 
@@ -391,37 +426,3 @@ class FakeShopify:
     def customer_refresh_token_works(self, shop: str, refresh_token: str) -> bool:
         """Whether a customer refresh with ``refresh_token`` would succeed now."""
         return self._customers.refresh_token_works(normalize_shop(shop), refresh_token)
-
-    def statistics(self, shop: str) -> ShopStatistics:
-        """A snapshot of ``shop``'s counters."""
-        return self._counters.get(normalize_shop(shop), Counters()).snapshot()
-
-    @property
-    def refreshes(self) -> dict[str, int]:
-        """Successful refreshes per shop (shops with none are absent)."""
-        return {shop: c.refreshes for shop, c in self._counters.items() if c.refreshes}
-
-    @property
-    def rejected(self) -> int:
-        """Refresh requests refused, all shops (``invalid_grant``, or 401 when uninstalled)."""
-        return sum(c.refreshes_rejected for c in self._counters.values())
-
-    @property
-    def recovered(self) -> int:
-        """Refreshes that presented the previous refresh token, all shops.
-
-        A client that saves every pair before using it needs none.
-        """
-        return sum(c.refreshes_recovered for c in self._counters.values())
-
-    @property
-    def api_calls(self) -> dict[str, int]:
-        """API calls per shop (shops with none are absent)."""
-        return {shop: c.api_calls for shop, c in self._counters.items() if c.api_calls}
-
-    @property
-    def api_calls_rejected(self) -> dict[str, int]:
-        """API calls refused with 401 per shop: an expired, revoked or unknown token."""
-        return {
-            shop: c.api_calls_rejected for shop, c in self._counters.items() if c.api_calls_rejected
-        }

@@ -3,8 +3,9 @@
 A `Fault` says how one request fails: an error status, a latency spike, a
 dropped or reset connection, a body cut off part way, or a body that is not
 JSON. ``processed`` says whether Shopify performed the grant before the
-failure (the response was lost on the way back): that is the case Shopify's
-recovery window exists for, and the one a client must survive.
+failure (the response was lost on the way back: a timeout, a reset, a 502,
+504 or 520 after the rotation): that is the case Shopify's recovery window
+exists for, and the one a client must survive. `Fault.lost_answers` lists them.
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ class Fault:
         kind: The `FaultKind`.
         status: The answer's status (`STATUS`, `NOT_JSON`).
         retry_after: Seconds sent as ``Retry-After`` (`STATUS`).
-        delay: Extra seconds before answering (`SPIKE`).
+        delay: Extra seconds before answering (`SPIKE`), or before failing.
         processed: Whether the grant took effect before the failure.
         reset: Reset the connection rather than close it (`DROP`).
+        timeout: The client gives up waiting (`DROP`): `httpx.ReadTimeout`
+            in process; over loopback the connection is dropped.
         cut: Fraction of the body sent before the connection closes (`TRUNCATE`).
         body: The answer's body (`NOT_JSON`).
         exception: Raised in process instead of the default transport error
@@ -83,6 +86,7 @@ class Fault:
     delay: float = 0.0
     processed: bool = False
     reset: bool = False
+    timeout: bool = False
     cut: float = 0.5
     body: bytes = attrs.field(default=b"", repr=False)
     exception: BaseException | None = attrs.field(default=None, eq=False)
@@ -115,6 +119,26 @@ class Fault:
         return cls(FaultKind.DROP, reset=reset, processed=processed)
 
     @classmethod
+    def timed_out(cls, *, delay: float = 0.0, processed: bool = False) -> Fault:
+        """No answer before the client gives up, ``delay`` seconds (trio time) on.
+
+        In process this raises `httpx.ReadTimeout`; over loopback the
+        connection is dropped after ``delay``. With ``processed`` the grant
+        is performed first: the classic lost answer of a slow rotation.
+        """
+        return cls(FaultKind.DROP, delay=delay, timeout=True, processed=processed)
+
+    @classmethod
+    def lost_answers(cls) -> tuple[Fault, ...]:
+        """Every way to lose a grant's answer after Shopify performed it.
+
+        A closed or reset connection, a timeout, and 502, 504 and 520: the
+        rotation happened (the old access token is revoked) and the client
+        gets nothing usable. A body cut short (`truncate`) is one more.
+        """
+        return LOST_ANSWERS
+
+    @classmethod
     def raise_(cls, exception: BaseException, *, processed: bool = False) -> Fault:
         """Raise ``exception`` in process; over loopback, drop the connection."""
         return cls(FaultKind.DROP, exception=exception, processed=processed)
@@ -137,7 +161,9 @@ class Fault:
     def render(self, real: Answer | None, request: httpx.Request) -> Answer:
         """The answer this fault turns ``real`` (None when not processed) into."""
         if self.kind is FaultKind.DROP:
-            error = self.exception or _transport_error(request, reset=self.reset)
+            error = self.exception or _transport_error(
+                request, reset=self.reset, timeout=self.timeout
+            )
             return Answer(drop=error, reset=self.reset)
         if self.kind is FaultKind.TRUNCATE and real is not None:
             return attrs.evolve(real, cut_at=int(len(real.body) * self.cut))
@@ -159,8 +185,10 @@ def _phrase(status: int) -> str:
         return "Unknown Error"  # 520, Cloudflare's "origin returned an unknown error"
 
 
-def _transport_error(request: httpx.Request, *, reset: bool) -> httpx.TransportError:
+def _transport_error(request: httpx.Request, *, reset: bool, timeout: bool) -> httpx.TransportError:
     # The messages httpx gives for the same events on a real socket.
+    if timeout:
+        return httpx.ReadTimeout("timed out", request=request)
     if reset:
         return httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
     return httpx.RemoteProtocolError(
@@ -188,6 +216,18 @@ DEFAULT_CHOICES: Final = (
     Fault.truncate(),
     Fault.not_json(),
     Fault.spike(1.0),
+)
+
+
+#: Every way a processed grant's answer is lost: the rotation happened, the
+#: client learns nothing usable (no answer, or a gateway error).
+LOST_ANSWERS: Final = (
+    Fault.drop(processed=True),
+    Fault.drop(reset=True, processed=True),
+    Fault.timed_out(processed=True),
+    Fault.http(HTTPStatus.BAD_GATEWAY, processed=True),
+    Fault.http(HTTPStatus.GATEWAY_TIMEOUT, processed=True),
+    Fault.http(520, processed=True),
 )
 
 

@@ -79,6 +79,7 @@ class LoopbackServer:
             self.fake.client_id,
             self.fake.client_secret,
             http=self.client(),
+            old_client_secret=self.fake.old_client_secret,
             clock=clock or self.fake.clock,
         )
 

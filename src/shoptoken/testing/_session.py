@@ -14,9 +14,12 @@ from __future__ import annotations
 import secrets
 import uuid
 import warnings
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import jwt
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: Clock skew both sides allow on ``exp`` and ``nbf``, as Shopify's libraries do.
 LEEWAY: Final = 10.0
@@ -78,7 +81,7 @@ def mint_session_token(
 
 
 def check_session_token(
-    token: str, *, shop: str, client_id: str, secret: str, now: float
+    token: str, *, shop: str, client_id: str, secrets: Sequence[str], now: float
 ) -> dict[str, object]:
     """Verify a session token presented at ``shop``'s token endpoint.
 
@@ -86,7 +89,8 @@ def check_session_token(
         token: The encoded JWT.
         shop: The host the token exchange was sent to.
         client_id: The app's client id: the required ``aud``.
-        secret: The app's client secret: the HS256 key.
+        secrets: The app's client secrets: a signature by any of them
+            (the current and, during a rotation, the old) is accepted.
         now: Wall time (epoch seconds) ``exp`` and ``nbf`` are checked against.
 
     Returns:
@@ -97,20 +101,7 @@ def check_session_token(
             wrong audience, expired or not yet valid (beyond `LEEWAY`), or
             ``dest``/``iss`` not this shop.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
-            claims = jwt.decode(
-                token,
-                secret,
-                algorithms=["HS256"],
-                audience=client_id,
-                # Times are checked below against the fake's clock, not time.time().
-                options={"require": list(_REQUIRED), "verify_exp": False, "verify_nbf": False},
-            )
-    except jwt.PyJWTError as exc:
-        msg = f"session token rejected: {type(exc).__name__}"
-        raise SessionTokenRejected(msg) from exc
+    claims = _decode(token, client_id, secrets)
     exp, nbf = claims["exp"], claims["nbf"]
     if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
         msg = "session token rejected: exp and nbf must be numbers"
@@ -128,3 +119,33 @@ def check_session_token(
         msg = "session token rejected: iss is not this shop's admin"
         raise SessionTokenRejected(msg)
     return dict(claims)
+
+
+def _decode(token: str, client_id: str, secrets: Sequence[str]) -> dict[str, object]:
+    """The claims, if ``token`` is signed by one of ``secrets`` for ``client_id``."""
+    failure: jwt.PyJWTError | None = None
+    for secret in secrets:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+                return dict(
+                    jwt.decode(
+                        token,
+                        secret,
+                        algorithms=["HS256"],
+                        audience=client_id,
+                        # Times are checked by the caller against the fake's clock.
+                        options={
+                            "require": list(_REQUIRED),
+                            "verify_exp": False,
+                            "verify_nbf": False,
+                        },
+                    )
+                )
+        except jwt.InvalidSignatureError as exc:
+            failure = exc  # perhaps signed with the other secret
+        except jwt.PyJWTError as exc:
+            failure = exc
+            break
+    msg = f"session token rejected: {type(failure).__name__}"
+    raise SessionTokenRejected(msg) from failure
