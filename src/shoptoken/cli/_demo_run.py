@@ -18,9 +18,9 @@ import trio
 from rich.live import Live
 from rich.text import Text
 
+from .._core._manager import open_token_manager
 from .._errors import ReauthorizationRequired, ShopTokenError
 from .._keys import TokenKey
-from .._core._manager import open_token_manager
 from ..testing import FakeShopify, FaultPlan, serve_loopback
 from ._demo_board import Board, plain_line, render_table
 from ._demo_plan import DemoSettings, demo_faults, demo_policy, shop_names
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from .._core._manager import TokenManager
-    from .._oauth import ShopifyOAuth
     from .._core._policy import RefreshPolicy
+    from .._oauth import ShopifyOAuth
 
 SCOPES: Final = "read_orders,read_products"
 API_VERSION: Final = "2026-10"
