@@ -38,7 +38,7 @@ import httpx
 import pytest
 import structlog.testing
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shoptoken import (
@@ -201,7 +201,9 @@ token_fields = st.fixed_dictionaries(
         "associated_user": st.one_of(st.fixed_dictionaries({"id": json_leaves}), json_values),
         "associated_user_scope": json_values,
         "error": st.one_of(
-            st.sampled_from(["invalid_grant", "invalid_request", "invalid_subject_token"]),
+            st.sampled_from(
+                ["invalid_grant", "invalid_request", "invalid_subject_token", "invalid_client"]
+            ),
             json_leaves,
         ),
         "error_description": st.one_of(st.just(f"bad {REFRESH} {SECRET}"), json_values),
@@ -617,6 +619,10 @@ def test_token_answers_to_every_grant(long_mode: bool) -> None:
 
     @examples(long_mode, 300)
     @given(reply=replies, shop_text=st.one_of(st.just(shop), shop_texts))
+    # Each mapping row at least once, whatever the draw.
+    @example(reply=Reply(400, b'{"error": "invalid_grant"}', {}), shop_text=shop)
+    @example(reply=Reply(401, b'{"error": "invalid_client"}', {}), shop_text=shop)
+    @example(reply=Reply(502, b"", {}), shop_text=shop)
     def check(reply: Reply, shop_text: str) -> None:
         tally["examples"] += 1
         run(body, reply, shop_text)
