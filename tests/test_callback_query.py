@@ -10,7 +10,8 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoptoken._callback_query import (
+from shoptoken._errors import InvalidCallback, InvalidShopDomain
+from shoptoken._oauth._redirect import (
     CALLBACK_FUTURE_SKEW,
     CALLBACK_MAX_AGE,
     authorize_url,
@@ -19,7 +20,6 @@ from shoptoken._callback_query import (
     signing_message,
     verify_callback_query,
 )
-from shoptoken._errors import InvalidCallback, InvalidShopDomain
 
 SECRET = "callback-secret-0123456789abcdef0123"
 OLD_SECRET = "old-callback-secret-fedcba9876543210"

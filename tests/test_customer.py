@@ -17,12 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoptoken import MemoryStore, TokenKind, open_token_manager
-from shoptoken._customer import DEFAULT_SCOPES, CustomerAccountOAuth
-from shoptoken._discovery import (
-    CustomerAccountEndpoints,
-    DiscoveryError,
-    check_discovered_endpoint,
-)
 from shoptoken._errors import (
     InvalidShopDomain,
     ReauthorizationRequired,
@@ -30,7 +24,13 @@ from shoptoken._errors import (
     ShopTokenError,
 )
 from shoptoken._keys import TokenKey
-from shoptoken._pkce import new_pkce, pkce_challenge
+from shoptoken._oauth._customer import DEFAULT_SCOPES, CustomerAccountOAuth
+from shoptoken._oauth._discovery import (
+    CustomerAccountEndpoints,
+    DiscoveryError,
+    check_discovered_endpoint,
+)
+from shoptoken._oauth._pkce import new_pkce, pkce_challenge
 from shoptoken._token import ASSUMED_LIFETIME, Token
 from shoptoken.testing import trio_wall_clock
 

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import structlog
 
-from shoptoken._callback_query import sign_query
 from shoptoken._errors import (
     InvalidCallback,
     InvalidSessionToken,
@@ -23,7 +22,8 @@ from shoptoken._errors import (
     ShopTokenError,
 )
 from shoptoken._keys import TokenKey
-from shoptoken._oauth import ShopifyOAuth
+from shoptoken._oauth._admin import ShopifyOAuth
+from shoptoken._oauth._redirect import sign_query
 from shoptoken._token import Token
 
 from ._endpoint import EPOCH, FakeClock, Reply, at, fail_with, respond

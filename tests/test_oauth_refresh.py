@@ -11,9 +11,9 @@ import structlog
 
 from shoptoken._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
 from shoptoken._keys import TokenKey
-from shoptoken._oauth import ShopifyOAuth
+from shoptoken._oauth._admin import ShopifyOAuth
+from shoptoken._oauth._token_endpoint import parse_retry_after
 from shoptoken._token import ASSUMED_LIFETIME, Token
-from shoptoken._token_endpoint import parse_retry_after
 
 from ._endpoint import EPOCH, FakeClock, Reply, at, fail_with, respond
 

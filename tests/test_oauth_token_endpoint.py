@@ -18,8 +18,7 @@ from shoptoken._errors import (
     ShopTokenError,
 )
 from shoptoken._keys import TokenKey
-from shoptoken._token import Token, TokenResponseError
-from shoptoken._token_endpoint import (
+from shoptoken._oauth._token_endpoint import (
     CODE_LIMIT,
     DESCRIPTION_LIMIT,
     ErrorAnswer,
@@ -32,6 +31,7 @@ from shoptoken._token_endpoint import (
     request_secrets,
     safe_excerpt,
 )
+from shoptoken._token import Token, TokenResponseError
 
 EPOCH = 1_800_000_000.0
 URL = "https://shopify.com/authentication/123/oauth/token"

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoptoken._errors import InvalidSessionToken, ShopTokenError
-from shoptoken._session_token import (
+from shoptoken._oauth._session_token import (
     SESSION_TOKEN_LEEWAY,
     SessionTokenClaims,
     decode_session_token,

@@ -4,8 +4,6 @@ from ._core._manager import TokenManager, open_token_manager
 from ._core._policy import RefreshPolicy
 from ._core._refresher import KindRouter, Refresher
 from ._core._statistics import TokenManagerStatistics
-from ._customer import CustomerAccountOAuth
-from ._discovery import CustomerAccountEndpoints
 from ._errors import (
     InvalidCallback,
     InvalidSessionToken,
@@ -19,7 +17,11 @@ from ._errors import (
 )
 from ._events import EventHook, EventKind, TokenEvent
 from ._keys import TokenKey, TokenKind
-from ._oauth import ShopifyOAuth
+from ._oauth._admin import ShopifyOAuth
+from ._oauth._customer import CustomerAccountOAuth
+from ._oauth._discovery import CustomerAccountEndpoints
+from ._oauth._pkce import new_pkce, pkce_challenge
+from ._oauth._session_token import SessionTokenClaims
 from ._persistence import (
     LockedToken,
     SupportsDelete,
@@ -27,8 +29,6 @@ from ._persistence import (
     SupportsLocked,
     TokenCallback,
 )
-from ._pkce import new_pkce, pkce_challenge
-from ._session_token import SessionTokenClaims
 from ._token import Token
 from .stores import MemoryStore
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from .._core._manager import TokenManager
     from .._core._policy import RefreshPolicy
-    from .._oauth import ShopifyOAuth
+    from .._oauth._admin import ShopifyOAuth
 
 SCOPES: Final = "read_orders,read_products"
 API_VERSION: Final = "2026-10"

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from .._keys import TokenKey
-    from .._oauth import ShopifyOAuth
+    from .._oauth._admin import ShopifyOAuth
     from .._persistence import TokenCallback
     from .._token import Token
 

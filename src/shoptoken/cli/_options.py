@@ -17,7 +17,7 @@ import httpx
 import trio
 
 from .._core._policy import RefreshPolicy
-from .._oauth import ShopifyOAuth
+from .._oauth._admin import ShopifyOAuth
 from ..stores import store_from_url
 from ._errors import one_line
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .._core._policy import RefreshPolicy
     from .._core._statistics import TokenManagerStatistics
     from .._keys import TokenKey
-    from .._oauth import ShopifyOAuth
+    from .._oauth._admin import ShopifyOAuth
     from .._persistence import TokenCallback
 
 log = structlog.get_logger("shoptoken.cli")

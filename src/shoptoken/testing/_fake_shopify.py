@@ -29,7 +29,7 @@ import httpx
 import trio
 
 from .._keys import normalize_shop
-from .._oauth import ShopifyOAuth
+from .._oauth._admin import ShopifyOAuth
 from .._token import Token
 from ._admin import AdminAuthority
 from ._admin import _Pair as _Pair  # noqa: PLC0414 - re-exported for subclasses overriding _issue
@@ -47,7 +47,7 @@ from ._throttle import RetryAfterWindows
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from .._customer import CustomerAccountOAuth
+    from .._oauth._customer import CustomerAccountOAuth
     from ._asgi import ASGIApp
 
 
@@ -354,7 +354,7 @@ class FakeShopify(FakeStatistics):
                 rather than using Shopify's default URLs.
             clock: Wall clock; the fake's by default.
         """
-        from .._customer import CustomerAccountOAuth  # noqa: PLC0415 - loaded on use
+        from .._oauth._customer import CustomerAccountOAuth  # noqa: PLC0415 - loaded on use
 
         host = normalize_shop(shop)
         return CustomerAccountOAuth(

@@ -26,7 +26,7 @@ import attrs
 import httpx
 import trio
 
-from .._oauth import ShopifyOAuth
+from .._oauth._admin import ShopifyOAuth
 from ._asgi import asgi_app
 from ._relay import Relay
 from ._routing import LoopbackTransport

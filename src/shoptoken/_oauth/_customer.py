@@ -51,6 +51,8 @@ import httpx
 import structlog
 import trio
 
+from .._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
+from .._keys import TokenKind, normalize_shop
 from ._discovery import (
     SHOPIFY_HOST,
     CustomerAccountEndpoints,
@@ -58,8 +60,6 @@ from ._discovery import (
     explicit_endpoint,
     parse_discovery,
 )
-from ._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
-from ._keys import TokenKind, normalize_shop
 from ._pkce import check_verifier, pkce_challenge
 from ._token_endpoint import (
     ErrorAnswer,
@@ -73,8 +73,8 @@ from ._token_endpoint import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
-    from ._keys import TokenKey
-    from ._token import Token
+    from .._keys import TokenKey
+    from .._token import Token
 
 log = structlog.get_logger("shoptoken")
 

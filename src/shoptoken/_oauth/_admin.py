@@ -41,10 +41,11 @@ from typing import TYPE_CHECKING
 import attrs
 import structlog
 
-from ._callback_query import authorize_url, code_grant_error, verify_callback_query
-from ._callback_query import new_state as _new_state
-from ._errors import InvalidCallback, ReauthorizationRequired, RefreshFailed, ShopTokenError
-from ._keys import TokenKey, TokenKind, normalize_shop
+from .._errors import InvalidCallback, ReauthorizationRequired, RefreshFailed, ShopTokenError
+from .._keys import TokenKey, TokenKind, normalize_shop
+from .._token import Token
+from ._redirect import authorize_url, code_grant_error, verify_callback_query
+from ._redirect import new_state as _new_state
 from ._session_token import (
     ID_TOKEN_TYPE,
     OFFLINE_TOKEN_TYPE,
@@ -55,7 +56,6 @@ from ._session_token import (
     migration_error,
     token_exchange_error,
 )
-from ._token import Token
 from ._token_endpoint import OwnsHTTPClient, post_token_request
 
 if TYPE_CHECKING:

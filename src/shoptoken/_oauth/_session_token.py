@@ -41,13 +41,13 @@ import attrs
 import jwt
 import structlog
 
-from ._errors import (
+from .._errors import (
     InvalidSessionToken,
     InvalidShopDomain,
     ReauthorizationRequired,
     ShopTokenError,
 )
-from ._keys import normalize_shop
+from .._keys import normalize_shop
 from ._token_endpoint import safe_excerpt
 
 if TYPE_CHECKING:

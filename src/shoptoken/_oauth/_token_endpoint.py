@@ -49,12 +49,12 @@ import attrs
 import httpx
 import structlog
 
-from ._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
-from ._token import ASSUMED_LIFETIME, TokenResponseError, parse_token_response
+from .._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
+from .._token import ASSUMED_LIFETIME, TokenResponseError, parse_token_response
 
 if TYPE_CHECKING:
-    from ._keys import TokenKey
-    from ._token import Token
+    from .._keys import TokenKey
+    from .._token import Token
 
 log = structlog.get_logger("shoptoken")
 

@@ -46,8 +46,8 @@ from urllib.parse import quote, urlencode
 
 import structlog
 
-from ._errors import InvalidCallback, InvalidShopDomain, ReauthorizationRequired, ShopTokenError
-from ._keys import normalize_shop
+from .._errors import InvalidCallback, InvalidShopDomain, ReauthorizationRequired, ShopTokenError
+from .._keys import normalize_shop
 
 if TYPE_CHECKING:
     from ._token_endpoint import ErrorAnswer
