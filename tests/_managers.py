@@ -1,4 +1,4 @@
-"""The manager the core's tests run: over a FakeShopify, on the test clock, jitter seeded."""
+"""The manager the core's tests run (over a FakeShopify, on the test clock, jitter seeded)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from shoptoken import MemoryStore, RefreshPolicy, Token, TokenKey, open_token_manager
+
+from .fakes import at
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -27,6 +29,7 @@ async def manager(
     store: TokenCallback | None = None,
     *,
     events: list[TokenEvent] | None = None,
+    hooks: tuple[Callable[[TokenEvent], None], ...] = (),
     refresher: Any = None,
     seed: int = 7,
     **policy: Any,
@@ -39,7 +42,7 @@ async def manager(
             store if store is not None else MemoryStore(),
             policy=RefreshPolicy(**policy),
             clock=clock,
-            hooks=[events.append] if events is not None else [],
+            hooks=[*hooks, events.append] if events is not None else list(hooks),
             rng=random.Random(seed),
         ) as tokens,
     ):
@@ -51,3 +54,10 @@ async def installed(endpoint: FakeShopify, store: TokenCallback, key: TokenKey =
     token = endpoint.install(key.shop)
     await store.save_tokens(key, token)
     return token
+
+
+def expiring(clock: Clock, seconds: float, *, refresh: str | None = "shprt_r_SECRET") -> Token:
+    """A token expiring ``seconds`` from now."""
+    return Token(
+        access_token="shpat_a_SECRET", refresh_token=refresh, expires_at=at(clock, seconds)
+    )

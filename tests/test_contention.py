@@ -28,8 +28,8 @@ from shoptoken import (
 from shoptoken._core._schedule import jitter_offset
 from shoptoken.testing import FakeShopify
 
+from ._managers import KEY, SHOP, installed, manager
 from .fakes import FlakyStore
-from .test_manager import KEY, SHOP, installed, manager
 
 Clock = Callable[[], float]
 
@@ -203,9 +203,10 @@ async def test_node_spread_lets_the_other_nodes_adopt_without_the_lock(
             rotated_at.append(clock())
 
     async with (
-        manager(endpoint, clock, store, hooks=(hook,), node_spread=30) as first,
-        manager(endpoint, clock, store, hooks=(hook,), node_spread=30) as second,
-        manager(endpoint, clock, store, hooks=(hook,), node_spread=30) as third,
+        # Each node its own randomness (seeded: offsets of 4, 29 and 7 s, seconds apart).
+        manager(endpoint, clock, store, hooks=(hook,), seed=1, node_spread=30) as first,
+        manager(endpoint, clock, store, hooks=(hook,), seed=2, node_spread=30) as second,
+        manager(endpoint, clock, store, hooks=(hook,), seed=3, node_spread=30) as third,
     ):
         nodes = (first, second, third)
         for node in nodes:

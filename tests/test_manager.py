@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import attrs
@@ -24,62 +22,16 @@ from shoptoken import (
     RefreshFailed,
     RefreshPolicy,
     Token,
-    TokenCallback,
     TokenEvent,
     TokenKey,
     TokenKind,
-    TokenManager,
     open_token_manager,
 )
 from shoptoken._core._schedule import jitter_offset
 from shoptoken.testing import FakeShopify
 
+from ._managers import KEY, SHOP, Clock, expiring, installed, manager
 from .fakes import FlakyStore, PlainStore, at
-
-KEY = TokenKey.offline("my-store")
-SHOP = KEY.shop
-Clock = Callable[[], float]
-
-
-@asynccontextmanager
-async def manager(
-    endpoint: FakeShopify,
-    clock: Clock,
-    store: TokenCallback | None = None,
-    *,
-    events: list[TokenEvent] | None = None,
-    hooks: tuple[Callable[[TokenEvent], None], ...] = (),
-    **policy: object,
-) -> AsyncIterator[TokenManager]:
-    """A manager over the fake endpoint, on the test clock."""
-    oauth = endpoint.oauth(clock=clock)
-    hooks = (*hooks, events.append) if events is not None else hooks
-    async with (
-        oauth,
-        open_token_manager(
-            oauth,
-            store if store is not None else MemoryStore(),
-            policy=RefreshPolicy(**policy),  # type: ignore[arg-type]
-            clock=clock,
-            hooks=hooks,
-        ) as tokens,
-    ):
-        yield tokens
-
-
-async def installed(endpoint: FakeShopify, store: TokenCallback, key: TokenKey = KEY) -> Token:
-    """Install ``key`` at the endpoint and in the store, as an OAuth callback would."""
-    token = endpoint.install(key.shop)
-    await store.save_tokens(key, token)
-    return token
-
-
-def expiring(clock: Clock, seconds: float, *, refresh: str | None = "shprt_r_SECRET") -> Token:
-    """A token expiring ``seconds`` from now."""
-    return Token(
-        access_token="shpat_a_SECRET", refresh_token=refresh, expires_at=at(clock, seconds)
-    )
-
 
 # -- the decision table -------------------------------------------------------
 
