@@ -15,7 +15,8 @@ Invariants:
   once they outnumber the live ones.
 - The alarm task's own sleep ends at the earliest live deadline: a new
   earlier sleep moves it.
-- Only this module touches ``sleeper`` and ``sleep_until``.
+- Only this module (and `KeyState.abort_sleep`, the abort function it
+  hands trio) touches ``sleeper`` and ``sleep_until``.
 """
 
 from __future__ import annotations
@@ -32,12 +33,6 @@ if TYPE_CHECKING:
 
 #: A heap entry: wake time (trio clock), a tie-breaker, the sleeping key.
 _Alarm = tuple[float, int, "KeyState"]
-
-
-def _abort(state: KeyState) -> trio.lowlevel.Abort:
-    state.sleeper = None
-    state.sleep_until = math.nan
-    return trio.lowlevel.Abort.SUCCEEDED
 
 
 @attrs.define(eq=False)
@@ -61,7 +56,8 @@ class AlarmClock:
         state.sleep_until = deadline
         self._sleeping += 1
         try:
-            await trio.lowlevel.wait_task_rescheduled(lambda _: _abort(state))
+            # A bound method, made per sleep: the smallest abort function.
+            await trio.lowlevel.wait_task_rescheduled(state.abort_sleep)
         finally:
             self._sleeping -= 1
 

@@ -12,12 +12,15 @@ Invariants:
   and wakes every waiter.
 - Each waiter that gets the error raises its own copy (`copy_error`), so a
   thousand waiters do not pile their tracebacks onto one exception object.
+- A first load starts with the shared `UNWAITED` marker instead of a flight
+  of its own: the first caller to wait replaces it with a real `Flight`,
+  which the loader finishes. A fleet's start then makes no flight at all.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
@@ -76,3 +79,7 @@ class Flight:
             raise copy_error(self.error)
         assert self.token is not None  # noqa: S101 - finish() sets one of the two
         return self.token
+
+
+#: Marks a first load that nobody waits for yet (never finished, never waited on).
+UNWAITED: Final = Flight()

@@ -24,7 +24,7 @@ from .._token import Token
 from ._contention import Contention
 from ._context import Core
 from ._decision import Action, decide
-from ._flight import Flight, copy_error
+from ._flight import UNWAITED, Flight, copy_error
 from ._policy import RefreshPolicy
 from ._refresher import as_refresher
 from ._rotation import Rotator
@@ -289,6 +289,8 @@ class TokenManager:
             if state.token is None:
                 loading = state.loading
                 if loading is not None:
+                    if loading is UNWAITED:
+                        state.loading = loading = Flight()
                     await loading.wait()
                     if loading.error is not None:
                         raise copy_error(loading.error)  # we waited on a failed load
@@ -307,7 +309,7 @@ class TokenManager:
         """Load a key's first token; waiters on ``state.loading`` share the outcome."""
         core = self._core
         key = state.key
-        flight = state.loading = Flight()
+        state.loading = UNWAITED
         error: Exception | None = None
         try:
             try:
@@ -322,10 +324,11 @@ class TokenManager:
             if state.token is None:  # else put_token installed a newer token meanwhile
                 core.install(state, token)
         finally:
-            state.loading = None
+            waiters, state.loading = state.loading, None
             if error is not None:
                 core.drop(state)  # the next use loads again
-            flight.finish(error=error)
+            if waiters is not None and waiters is not UNWAITED:
+                waiters.finish(error=error)
 
 
 _SERVABLE = (Action.SERVE, Action.SERVE_AND_REFRESH)

@@ -144,6 +144,12 @@ class KeyState:
         self.retired = True
         self._derive()
 
+    def abort_sleep(self, _: object) -> trio.lowlevel.Abort:
+        """`AlarmClock`'s abort function: the keeper's sleep ends (it is cancelled)."""
+        self.sleeper = None
+        self.sleep_until = math.nan
+        return trio.lowlevel.Abort.SUCCEEDED
+
     # -- the key's lock --------------------------------------------------------------
 
     @asynccontextmanager
