@@ -151,7 +151,7 @@ async def open_cli_store(
         msg = f"no token store at {path} (set --store or SHOPTOKEN_STORE)"
         raise click.ClickException(msg)
     try:
-        store = store_from_url(config.url)
+        store: TokenCallback = store_from_url(config.url)
     except ValueError as exc:  # the message never repeats the URL
         raise click.BadParameter(one_line(str(exc)), param_hint="'--store'") from None
     except ImportError as exc:
