@@ -38,12 +38,12 @@ import time
 from typing import TYPE_CHECKING
 
 import attrs
-import structlog
 
 from ._callback_query import authorize_url, code_grant_error, verify_callback_query
 from ._callback_query import new_state as _new_state
 from ._errors import InvalidCallback, ReauthorizationRequired, RefreshFailed, ShopTokenError
 from ._keys import TokenKey, TokenKind, normalize_shop
+from ._log import get_logger
 from ._session_token import (
     ID_TOKEN_TYPE,
     OFFLINE_TOKEN_TYPE,
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
     from ._token_endpoint import ErrorAnswer
 
-log = structlog.get_logger("shoptoken")
+log = get_logger()
 
 
 def _non_empty_str(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:

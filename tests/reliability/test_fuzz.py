@@ -36,7 +36,6 @@ from typing import Any
 import attrs
 import httpx
 import pytest
-import structlog.testing
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -61,6 +60,7 @@ from shoptoken.stores import EncryptedStore, MemoryStore, SQLiteStore, store_fro
 from shoptoken.testing._callback import signed_query
 from shoptoken.testing._routing import is_shop_host
 
+from .._logs import captured_events
 from . import report
 
 CLIENT_ID = "fuzz-client-id"
@@ -322,7 +322,7 @@ async def outcome(
 ) -> str:
     """Run ``call``; return ``ok`` or the name of a documented error (anything else fails)."""
     try:
-        with structlog.testing.capture_logs():
+        with captured_events():
             await call()
     except documented as exc:
         check_error(exc, *secrets)
@@ -332,7 +332,7 @@ async def outcome(
 
 def run(fn: Callable[..., Awaitable[object]], *args: object) -> None:
     """One example's async body, in a trio run of its own (its log lines dropped)."""
-    with structlog.testing.capture_logs():
+    with captured_events():
         trio.run(fn, *args)
 
 
@@ -801,7 +801,7 @@ async def test_token_requests_never_follow_redirects() -> None:
     recorder = Recorder([Reply(307, b"", {"Location": "https://evil.example/steal"}), GOOD_REPLY])
     http = httpx.AsyncClient(transport=httpx.MockTransport(recorder), follow_redirects=True)
     async with ShopifyOAuth(CLIENT_ID, SECRET, http=http, clock=lambda: NOW) as oauth:
-        with structlog.testing.capture_logs(), pytest.raises(RefreshFailed):
+        with captured_events(), pytest.raises(RefreshFailed):
             await oauth.refresh(TokenKey.offline("fuzz-shop"), OLD_TOKEN)
     await http.aclose()
     assert [str(request.url.host) for request in recorder.requests] == [SHOP]
@@ -819,7 +819,7 @@ async def test_discovery_does_not_follow_redirects() -> None:
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
     oauth = CustomerAccountOAuth(SHOP_ID, "shp_client", http=http, shop=SHOP)
-    with structlog.testing.capture_logs(), pytest.raises(RefreshFailed):
+    with captured_events(), pytest.raises(RefreshFailed):
         await oauth.discover()
     await http.aclose()
     assert [str(request.url) for request in seen] == [

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 import click
-import structlog
 import trio
 
 from .._errors import NoToken, ReauthorizationRequired, ShopTokenError
 from .._keys import TokenKind
+from .._log import get_logger
 from .._manager import open_token_manager
 from ._errors import run_trio
 from ._logging import LEVELS, configure_json
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .._policy import RefreshPolicy
     from .._slot import TokenManagerStatistics
 
-log = structlog.get_logger("shoptoken.cli")
+log = get_logger("shoptoken.cli")
 
 #: Keys activated at once during a scan (loads and first refreshes).
 _SCAN_CONCURRENCY: Final = 32
