@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import trio
 
@@ -132,3 +133,13 @@ def test_encrypted_store(offline_cli: Cli, db: str) -> None:
     refused = offline_cli.invoke("status", "--store", db, env={"SHOPTOKEN_ENCRYPTION_KEY": wrong})
     assert refused.exit_code == 1
     assert refused.stderr.startswith("Error: ")
+
+
+def test_status_never_writes(offline_cli: Cli, db: str) -> None:
+    """`shoptoken status` on an empty SQLite file writes nothing: no table, no WAL files."""
+    path = Path(db.removeprefix("sqlite:///"))
+    path.touch()
+    assert offline_cli.invoke("status", "--store", db).stdout.startswith("No tokens in sqlite://")
+    assert json.loads(offline_cli.invoke("status", "--json", "--store", db).stdout) == []
+    assert path.stat().st_size == 0
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
