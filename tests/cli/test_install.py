@@ -33,3 +33,21 @@ def test_missing_cli_extra_names_the_extra(module: str) -> None:
     assert result.stderr.strip() == (
         "shoptoken: the command needs the 'cli' extra: pip install 'shoptoken[cli]'"
     )
+
+
+def test_missing_metrics_extra_names_the_extra() -> None:
+    """shoptoken.metrics without prometheus_client raises ImportError naming the extra."""
+    code = (
+        "import sys\n"
+        "sys.modules['prometheus_client'] = None\n"
+        "try:\n"
+        "    import shoptoken.metrics\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - this interpreter, our own code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.strip() == (
+        "shoptoken.metrics needs the 'metrics' extra: pip install 'shoptoken[metrics]'"
+    )
