@@ -172,3 +172,10 @@ def test_connect_timeout_defaults_to_a_few_seconds() -> None:
     store = store_from_url("postgresql://app@127.0.0.1/db")
     assert isinstance(store, PostgresStore)
     assert store.settings()["connect_timeout"] == 5.0
+
+
+def test_a_dsn_keeps_its_own_connect_timeout() -> None:
+    """A DSN passed to PostgresStore keeps its connect_timeout; the argument overrides it."""
+    dsn = "postgresql://app@127.0.0.1/db?connect_timeout=9"
+    assert PostgresStore(dsn).settings()["connect_timeout"] == 9.0
+    assert PostgresStore(dsn, connect_timeout=3).settings()["connect_timeout"] == 3.0

@@ -49,6 +49,7 @@ __all__ = [
     "Lease",
     "PgConnections",
     "cause",
+    "dsn_connect_timeout",
     "failure",
     "psycopg",
 ]
@@ -63,6 +64,9 @@ DRIVER_ERRORS: Final = (psycopg.Error, UnicodeError)
 _STALE_TRIES: Final = 3
 #: libpq reads connect_timeout in whole seconds and treats 1 as 2.
 _LIBPQ_MIN_CONNECT: Final = 2
+#: Seconds a new connection may take by default: a down server is reported in
+#: seconds, not after the pool's ``busy_timeout``.
+_CONNECT_TIMEOUT: Final = 5.0
 # What the probe allows beyond libpq's connect_timeout before giving up itself
 # (libpq's own timeout normally ends it first, with its message).
 _PROBE_MARGIN: Final = 1.0
@@ -87,6 +91,19 @@ def failure(what: str, key: TokenKey | None, exc: Exception) -> PersistenceError
 def cause(exc: Exception) -> Exception | None:
     """``exc`` to chain, or None when its DETAIL (a row's values: tokens) would be printed."""
     return None if isinstance(exc, psycopg.Error) and exc.diag.message_detail else exc
+
+
+def dsn_connect_timeout(conninfo: str) -> float:
+    """The DSN's own ``connect_timeout``, else `_CONNECT_TIMEOUT`."""
+    try:
+        text = psycopg.conninfo.conninfo_to_dict(conninfo).get("connect_timeout")
+    except psycopg.Error:
+        return _CONNECT_TIMEOUT  # malformed: the connection attempt reports it
+    try:
+        seconds = float(str(text))
+    except ValueError:
+        return _CONNECT_TIMEOUT
+    return seconds if seconds > 0 else _CONNECT_TIMEOUT
 
 
 def _connect_and_close(conninfo: str, connect_timeout: int) -> None:

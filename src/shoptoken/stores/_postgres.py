@@ -23,7 +23,15 @@ import trio
 
 from .._errors import LockTimeout, PersistenceError
 from . import _codec
-from ._pg_pool import DRIVER_ERRORS, ConnectionPool, PgConnections, cause, failure, psycopg
+from ._pg_pool import (
+    DRIVER_ERRORS,
+    ConnectionPool,
+    PgConnections,
+    cause,
+    dsn_connect_timeout,
+    failure,
+    psycopg,
+)
 from ._schema import DEFAULT_TABLE, PostgresStatements, postgres_table
 
 if TYPE_CHECKING:
@@ -40,22 +48,6 @@ _LOCK_SLICE: Final = 100
 # Any constant: serializes concurrent create_schema() calls (CREATE ... IF NOT
 # EXISTS races with itself in PostgreSQL).
 _SCHEMA_LOCK_ID: Final = 0x73686F70746F6B  # "shoptok"
-#: Seconds a new connection may take by default: a down server is reported in
-#: seconds, not after the pool's ``busy_timeout``.
-_CONNECT_TIMEOUT: Final = 5.0
-
-
-def _dsn_connect_timeout(conninfo: str) -> float:
-    """The DSN's own ``connect_timeout``, else `_CONNECT_TIMEOUT`."""
-    try:
-        text = psycopg.conninfo.conninfo_to_dict(conninfo).get("connect_timeout")
-    except psycopg.Error:
-        return _CONNECT_TIMEOUT  # malformed: the connection attempt reports it
-    try:
-        seconds = float(str(text))
-    except ValueError:
-        return _CONNECT_TIMEOUT
-    return seconds if seconds > 0 else _CONNECT_TIMEOUT
 
 
 class _Wait(enum.Enum):
@@ -193,7 +185,7 @@ class PostgresStore:
                 conninfo,
                 size=max_connections or 20,
                 timeout=busy_timeout,
-                connect_timeout=connect_timeout or _dsn_connect_timeout(conninfo),
+                connect_timeout=connect_timeout or dsn_connect_timeout(conninfo),
             )
         else:
             msg = "conninfo must be a connection string or a psycopg_pool.ConnectionPool"
