@@ -14,7 +14,6 @@ import logging
 import sys
 from pathlib import Path
 
-import structlog
 import trio
 
 from ._report import Section, as_json, render
@@ -37,7 +36,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     # The library logs refreshes; the benchmarks only want their tables.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("shoptoken").setLevel(logging.ERROR)
     sections: list[Section] = []
     for name in args.names or ALL:
         module = importlib.import_module(f"benchmarks.{name}")

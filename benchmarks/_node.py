@@ -21,7 +21,6 @@ from collections import Counter
 from typing import TypedDict
 
 import httpx
-import structlog
 import trio
 
 from shoptoken import RefreshPolicy, ShopifyOAuth, ShopTokenError, TokenKey, open_token_manager
@@ -133,7 +132,7 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.01)
     parser.add_argument("--api", action="store_true")
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("shoptoken").setLevel(logging.ERROR)
     print(json.dumps(trio.run(node, args)), flush=True)
 
 

@@ -49,7 +49,7 @@ async def _round(nodes: int, shops: int, rotations: int, lifetime: float) -> lis
         env["SHOPTOKEN_CLIENT_SECRET"] = fake.client_secret
         results: list[NodeResult] = []
         async with serve_loopback(fake) as server, open_store(store_url) as store:
-            await store.create_schema()  # type: ignore[attr-defined]  # a PostgresStore
+            await store.create_schema()
             # Time for every node to start and load its shops first (--warm).
             start_at = time.time() + 2.0 + nodes * shops * 0.0012
             # Steady state from the first second: first rotations spread evenly

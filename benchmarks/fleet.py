@@ -30,7 +30,6 @@ import tracemalloc
 from datetime import UTC, datetime
 
 import attrs
-import structlog
 import trio
 import trio.lowlevel
 import trio.testing
@@ -156,7 +155,7 @@ async def _parked(n: int) -> dict[str, float]:
 
 
 def _child(n: int, idle: float) -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("shoptoken").setLevel(logging.ERROR)
     active = trio.run(_active, n, idle)
     parked = trio.run(_parked, n, clock=trio.testing.MockClock(autojump_threshold=0))
     # Last: what it frees would otherwise flatter the memory figures above.

@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import structlog
 import trio
 import trio.testing
 
@@ -303,7 +302,7 @@ async def main(path: Path) -> int:
 def run() -> int:
     """Parse the command line and run the demo on a fast mock clock."""
     # The library never configures logging; this app shows errors only.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("shoptoken").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--db", type=Path, help="database file to use (a fresh one by default)")
     args = parser.parse_args()

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-import structlog
 import trio
 import trio.testing
 
@@ -221,7 +220,7 @@ def run() -> int:
     """Run the demo under trio's mock clock."""
     # The library never configures logging. A real app sends shoptoken's events
     # to its logs; this demo prints its own lines, so it silences them.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    logging.getLogger("shoptoken").setLevel(logging.CRITICAL)
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 
 import attrs
 import httpx
-import structlog
 import trio
 import trio.testing
 
@@ -195,7 +194,7 @@ async def main(hours: float, shop_count: int) -> int:
 def run() -> int:
     """Parse the command line and run the daemon under trio's mock clock."""
     # The library never configures logging; this app shows errors only.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("shoptoken").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--hours", type=float, default=4.0, help="virtual hours to run")
     parser.add_argument("--shops", type=int, default=len(SHOP_NAMES), help="number of shops")

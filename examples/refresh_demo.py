@@ -16,7 +16,6 @@ import logging
 import random
 
 import httpx
-import structlog
 import trio
 import trio.testing
 
@@ -91,7 +90,7 @@ async def main(duration: float) -> int:
 def run() -> int:
     """Parse the command line and run the demo."""
     # The library never configures logging; this app shows errors only.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("shoptoken").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to run")
     parser.add_argument(

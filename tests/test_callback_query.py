@@ -6,7 +6,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +19,8 @@ from shoptoken._oauth._redirect import (
     signing_message,
     verify_callback_query,
 )
+
+from ._logs import captured_events
 
 SECRET = "callback-secret-0123456789abcdef0123"
 OLD_SECRET = "old-callback-secret-fedcba9876543210"
@@ -151,14 +152,14 @@ def test_timestamp_window_edges_accepted(offset: float) -> None:
 def test_old_secret_accepted_during_rotation() -> None:
     """An HMAC from the old secret verifies when the old secret is configured, and is logged."""
     query = signed(callback(), OLD_SECRET)
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         assert verify(query, secrets=(SECRET, OLD_SECRET)) == callback()
     assert [e["event"] for e in logs] == ["shoptoken.oauth.old_secret_used"]
 
 
 def test_current_secret_accepted_during_rotation() -> None:
     """The current secret still verifies while an old one is configured, without a log event."""
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         assert verify(signed(callback()), secrets=(SECRET, OLD_SECRET)) == callback()
     assert logs == []
 
@@ -429,7 +430,7 @@ def test_messages_never_echo_values_or_digests() -> None:
         lambda: verify({**signed(callback()), "code": [CODE]}),
     ]
     for attempt in attempts:
-        with structlog.testing.capture_logs() as logs, pytest.raises(InvalidCallback) as info:
+        with captured_events() as logs, pytest.raises(InvalidCallback) as info:
             attempt()
         surfaces += [str(info.value), repr(info.value), repr(logs)]
     for surface in surfaces:

@@ -10,7 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import httpx
 import pytest
-import structlog
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
@@ -35,6 +34,7 @@ from shoptoken._token import ASSUMED_LIFETIME, Token
 from shoptoken.testing import trio_wall_clock
 
 from ._endpoint import EPOCH, FakeClock, Reply, at, fail_with, form, respond
+from ._logs import captured_events
 
 SHOP = "my-store.myshopify.com"
 SHOP_ID = "1234567"
@@ -443,7 +443,7 @@ async def test_refresh_success_dated_from_send_time(
     public: CustomerAccountOAuth, clock: FakeClock
 ) -> None:
     """A 200 answer becomes a Token dated from the constructor clock, id_token dropped."""
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         token = await public.refresh(KEY, TOKEN)
     assert token == Token(access_token=NEW_ACCESS, refresh_token=NEW_REFRESH, expires_at=at(3600))
     assert clock.readings == 1
@@ -1049,7 +1049,7 @@ async def test_no_secret_in_errors_reprs_or_logs(
     """No secret reaches str(exc), repr(exc), its fields, repr(oauth) or any log event."""
     call, secrets = grant
     server.token = reply
-    with structlog.testing.capture_logs() as logs, pytest.raises(ShopTokenError) as info:
+    with captured_events() as logs, pytest.raises(ShopTokenError) as info:
         await call(discovering)
     exc = info.value
     assert logs  # the failure was logged, so the log check is not vacuous
@@ -1076,7 +1076,7 @@ async def test_no_secret_in_discovery_failures(
     """Discovery failures quote no secret of the grant that waited for them."""
     call, secrets = grant
     server.discovery = reply
-    with structlog.testing.capture_logs() as logs, pytest.raises(RefreshFailed) as info:
+    with captured_events() as logs, pytest.raises(RefreshFailed) as info:
         await call(discovering)
     exc = info.value
     assert logs
@@ -1097,7 +1097,7 @@ async def test_no_secret_in_refusals(
     discovering: CustomerAccountOAuth, key: TokenKey, token: Token
 ) -> None:
     """The no-HTTP refusals carry no secret either."""
-    with structlog.testing.capture_logs() as logs, pytest.raises(ShopTokenError) as info:
+    with captured_events() as logs, pytest.raises(ShopTokenError) as info:
         await discovering.refresh(key, token)
     surfaces = (str(info.value), repr(info.value), repr(discovering), repr(logs))
     assert_no_secret(GRANTS["refresh"][1], *surfaces)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shoptoken
+import shoptoken.metrics
 import shoptoken.stores
 import shoptoken.testing
 
@@ -50,7 +51,7 @@ def test_all_is_pinned() -> None:
 
 def test_all_is_sorted_and_importable() -> None:
     """__all__ lists are sorted (case-sensitively) and every name resolves."""
-    for module in (shoptoken, shoptoken.stores, shoptoken.testing):
+    for module in (shoptoken, shoptoken.metrics, shoptoken.stores, shoptoken.testing):
         assert module.__all__ == sorted(module.__all__)
         for name in module.__all__:
             assert getattr(module, name) is not None

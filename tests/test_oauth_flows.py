@@ -11,7 +11,6 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import httpx
 import pytest
-import structlog
 
 from shoptoken._errors import (
     InvalidCallback,
@@ -27,6 +26,7 @@ from shoptoken._oauth._redirect import sign_query
 from shoptoken._token import Token
 
 from ._endpoint import EPOCH, FakeClock, Reply, at, fail_with, respond
+from ._logs import captured_events
 
 CLIENT_ID = "app-client-id"
 CLIENT_SECRET = "client-secret-s3cr3t-0123456789abcdef"
@@ -611,7 +611,7 @@ async def test_no_secret_in_any_http_error(
     server.reply = reply
     always = [s for s in SECRETS if s not in (CODE,)]  # JWT and shpat_ shapes are always masked
     for name, (attempt, sent) in attempts(rotating).items():
-        with structlog.testing.capture_logs() as logs, pytest.raises(ShopTokenError) as info:
+        with captured_events() as logs, pytest.raises(ShopTokenError) as info:
             await attempt()
         assert logs
         surfaces = [str(info.value), repr(info.value), repr(vars(info.value)), repr(logs)]
@@ -639,7 +639,7 @@ async def test_no_secret_in_local_rejections(rotating: ShopifyOAuth, clock: Fake
         sign_query({k: v for k, v in forged.items() if k != "hmac"}, CLIENT_SECRET),
     )
     for call in calls:
-        with structlog.testing.capture_logs() as logs, pytest.raises(ShopTokenError) as info:
+        with captured_events() as logs, pytest.raises(ShopTokenError) as info:
             call()
         for surface in [str(info.value), repr(info.value), repr(vars(info.value)), repr(logs)]:
             for secret in (*SECRETS, *hmacs):

@@ -7,7 +7,6 @@ from typing import Any
 import attrs
 import httpx
 import pytest
-import structlog
 
 from shoptoken._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
 from shoptoken._keys import TokenKey
@@ -16,6 +15,7 @@ from shoptoken._oauth._token_endpoint import parse_retry_after
 from shoptoken._token import ASSUMED_LIFETIME, Token
 
 from ._endpoint import EPOCH, FakeClock, Reply, at, fail_with, respond
+from ._logs import captured_events
 
 CLIENT_ID = "app-client-id"
 CLIENT_SECRET = "client-secret-s3cr3t"
@@ -155,7 +155,7 @@ async def test_answer_without_refresh_token_keeps_old_one(
 ) -> None:
     """An answer without a refresh token keeps the old one (RFC 6749 section 6), still expiring."""
     server.reply = respond(200, {"access_token": NEW_ACCESS, "scope": "read_orders"})
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         token = await oauth.refresh(KEY, TOKEN)
     assert token.access_token == NEW_ACCESS
     assert token.refresh_token == OLD_REFRESH
@@ -444,7 +444,7 @@ async def test_no_secret_in_errors_reprs_or_logs(
 ) -> None:
     """No secret reaches str(exc), repr(exc), the error's fields, repr(oauth) or any log event."""
     server.reply = reply
-    with structlog.testing.capture_logs() as logs, pytest.raises(ShopTokenError) as info:
+    with captured_events() as logs, pytest.raises(ShopTokenError) as info:
         await oauth.refresh(KEY, TOKEN)
     exc = info.value
     assert logs  # the failure was logged, so the log check below is not vacuous
@@ -467,7 +467,7 @@ async def test_no_secret_in_unrefreshable_errors(
     oauth: ShopifyOAuth, key: TokenKey, token: Token
 ) -> None:
     """The no-HTTP refusals carry no secret either."""
-    with structlog.testing.capture_logs() as logs, pytest.raises(ReauthorizationRequired) as info:
+    with captured_events() as logs, pytest.raises(ReauthorizationRequired) as info:
         await oauth.refresh(key, token)
     for surface in [str(info.value), repr(info.value), repr(oauth), repr(logs)]:
         for secret in SECRETS:

@@ -7,7 +7,6 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,6 +31,8 @@ from shoptoken._oauth._token_endpoint import (
     safe_excerpt,
 )
 from shoptoken._token import Token, TokenResponseError
+
+from ._logs import captured_events
 
 EPOCH = 1_800_000_000.0
 URL = "https://shopify.com/authentication/123/oauth/token"
@@ -150,7 +151,7 @@ async def test_previous_keeps_refresh_token() -> None:
     """previous= carries the old refresh token over when the answer has none."""
     old = Token(access_token="a", refresh_token="old-refresh")
     reply = replying(200, {"access_token": "b"})
-    with structlog.testing.capture_logs():
+    with captured_events():
         token = await post(reply, previous=old)
     assert token.refresh_token == "old-refresh"
 
@@ -270,7 +271,7 @@ def test_keep_refresh_token_only_when_missing() -> None:
     assert keep_refresh_token(with_refresh, old, sent_at=EPOCH) is with_refresh
     bare = Token(access_token="b")
     assert keep_refresh_token(bare, Token(access_token="a"), sent_at=EPOCH) is bare
-    with structlog.testing.capture_logs():
+    with captured_events():
         kept = keep_refresh_token(bare, old, sent_at=EPOCH)
     assert kept.refresh_token == "r1"
     assert kept.expires_at is not None

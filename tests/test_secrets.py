@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import attrs
 import httpx
-import structlog.testing
 import trio
 import trio.testing
 
@@ -20,6 +19,7 @@ from shoptoken import (
 from shoptoken.testing import FakeShopify
 from shoptoken.testing._fake_shopify import _Pair
 
+from ._logs import captured_events
 from .fakes import FlakyStore
 
 
@@ -54,7 +54,7 @@ async def test_full_scenario_leaks_no_secret(
         raise ValueError("hook bug")
 
     policy = RefreshPolicy()
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         async with (
             shopify.oauth() as oauth,
             open_token_manager(

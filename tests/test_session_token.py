@@ -7,7 +7,6 @@ from typing import Any
 
 import jwt
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +16,8 @@ from shoptoken._oauth._session_token import (
     SessionTokenClaims,
     decode_session_token,
 )
+
+from ._logs import captured_events
 
 CLIENT_ID = "app-client-id"
 SECRET = "session-secret-0123456789abcdef0123456789"
@@ -106,7 +107,7 @@ def test_non_numeric_sub_has_no_user_id(sub: str) -> None:
 
 def test_old_secret_accepted_during_rotation() -> None:
     """A token signed with the old secret verifies when it is configured, and is logged."""
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         claims = decode(make(OLD_SECRET), secrets=(SECRET, OLD_SECRET))
     assert claims.shop == "my-store.myshopify.com"
     assert [e["event"] for e in logs] == ["shoptoken.oauth.old_secret_used"]
@@ -337,7 +338,7 @@ def test_errors_are_shop_token_errors_and_never_echo_the_token() -> None:
         make()[:-1],
     ]
     for token in tokens:
-        with structlog.testing.capture_logs() as logs, pytest.raises(ShopTokenError) as info:
+        with captured_events() as logs, pytest.raises(ShopTokenError) as info:
             decode(token)
         assert logs
         for surface in [str(info.value), repr(info.value), repr(vars(info.value)), repr(logs)]:

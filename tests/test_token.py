@@ -9,10 +9,11 @@ import attrs
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from structlog.testing import capture_logs
 
 from shoptoken import Token
 from shoptoken._token import ASSUMED_LIFETIME, TokenResponseError, parse_token_response
+
+from ._logs import captured_events
 
 SENT_AT = 1_700_000_000.0
 SENT = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)  # == SENT_AT
@@ -201,7 +202,7 @@ def test_parse_missing_expires_in_with_refresh_token_assumes_lifetime() -> None:
     """Without expires_in a refreshable token gets ASSUMED_LIFETIME and a secret-free warning."""
     body = _full_body()
     del body["expires_in"]
-    with capture_logs() as logs:
+    with captured_events() as logs:
         token = parse_token_response(body, sent_at=SENT_AT)
     assert token.expires_at == SENT + timedelta(seconds=ASSUMED_LIFETIME)
     assert token.refresh_token == REFRESH
@@ -215,7 +216,7 @@ def test_parse_missing_expires_in_with_refresh_token_assumes_lifetime() -> None:
 
 def test_parse_missing_expires_in_without_refresh_token_is_non_expiring() -> None:
     """Without expires_in and refresh token the token never expires, silently."""
-    with capture_logs() as logs:
+    with captured_events() as logs:
         token = parse_token_response({"access_token": ACCESS, "scope": "x"}, sent_at=SENT_AT)
     assert token == Token(access_token=ACCESS, scope="x")
     assert token.expires_at is None
@@ -334,7 +335,7 @@ def test_parse_errors_never_contain_secrets(
 @given(token_bodies)
 def test_parse_returns_token_or_raises_token_response_error(data: object) -> None:
     """For any JSON-like input the parser returns a Token or raises TokenResponseError."""
-    with capture_logs():
+    with captured_events():
         try:
             token = parse_token_response(data, sent_at=SENT_AT)
         except TokenResponseError:

@@ -1,7 +1,8 @@
 """Events: what the manager reports, to structlog and to the app's hooks.
 
-Each event is logged through ``structlog.get_logger("shoptoken")`` under a
-namespaced name (``shoptoken.refresh.succeeded``) and handed, as a frozen
+Each event is logged to the standard library's logger ``shoptoken``
+(through structlog, see `shoptoken._log`) under a namespaced name
+(``shoptoken.refresh.succeeded``) and handed, as a frozen
 `TokenEvent`, to every registered `EventHook`. The library never configures
 logging. No event carries a secret: errors are reduced to their type and our
 own message, and any text is scrubbed of the key's known tokens.
@@ -13,7 +14,8 @@ import enum
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
-import structlog
+
+from ._log import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
     from ._keys import TokenKey
 
-log = structlog.get_logger("shoptoken")
+log = get_logger()
 
 REDACTED = "[redacted]"
 

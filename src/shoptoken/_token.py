@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import attrs
-import structlog
 
-log = structlog.get_logger("shoptoken")
+from ._log import get_logger
+
+log = get_logger()
 
 #: Lifetime assumed for a refreshable token whose response had no
 #: ``expires_in``: half of Shopify's documented 3600 s, so such a token is

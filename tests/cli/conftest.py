@@ -20,7 +20,6 @@ from pathlib import Path
 import attrs
 import click.testing
 import pytest
-import structlog
 import trio
 
 from shoptoken import Token, TokenKey
@@ -169,12 +168,14 @@ def load(url: str, key: TokenKey) -> Token | None:
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """The command configures logging; the library's other tests expect the defaults."""
-    config = structlog.get_config()
-    psycopg = logging.getLogger("psycopg")
-    level = psycopg.level
+    ours, psycopg = logging.getLogger("shoptoken"), logging.getLogger("psycopg")
+    handlers, level, propagate = list(ours.handlers), ours.level, ours.propagate
+    psycopg_level = psycopg.level
     yield
-    structlog.configure(**config)
-    psycopg.setLevel(level)
+    ours.handlers[:] = handlers
+    ours.setLevel(level)
+    ours.propagate = propagate
+    psycopg.setLevel(psycopg_level)
 
 
 def command(*args: str) -> list[str]:

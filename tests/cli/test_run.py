@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
-import structlog.testing
 import trio
 import trio.testing
 
@@ -21,6 +20,7 @@ from shoptoken import MemoryStore, PersistenceError, RefreshPolicy, TokenKey
 from shoptoken.cli._run import Daemon
 from shoptoken.testing import FakeShopify
 
+from .._logs import captured_events
 from .conftest import FAKE_TOKEN, Served, child_env, load, save, spawn
 
 STALE = TokenKey.offline("stale-store")
@@ -147,7 +147,7 @@ async def test_a_store_outage_after_start_is_logged_and_outlived(
     fake = FakeShopify()
     store = FlakyListing()
     await store.save_tokens(FRESH, fake.install(FRESH.shop))
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         async with fake.oauth() as oauth, trio.open_nursery() as nursery:
             daemon = Daemon(store, oauth, RefreshPolicy(), rescan=10)
             await nursery.start(daemon.run)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 import trio
 
 from shoptoken import Token, TokenKey
@@ -132,3 +135,36 @@ def test_encrypted_store(offline_cli: Cli, db: str) -> None:
     refused = offline_cli.invoke("status", "--store", db, env={"SHOPTOKEN_ENCRYPTION_KEY": wrong})
     assert refused.exit_code == 1
     assert refused.stderr.startswith("Error: ")
+
+
+def test_status_never_writes(offline_cli: Cli, db: str) -> None:
+    """`shoptoken status` on an empty SQLite file writes nothing: no table, no WAL files."""
+    path = Path(db.removeprefix("sqlite:///"))
+    path.touch()
+    assert offline_cli.invoke("status", "--store", db).stdout.startswith("No tokens in sqlite://")
+    assert json.loads(offline_cli.invoke("status", "--json", "--store", db).stdout) == []
+    assert path.stat().st_size == 0
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_unreachable_postgres_fails_fast(offline_cli: Cli) -> None:
+    """Status on a closed PostgreSQL port: one line with the cause, exit 1, no 30 s wait."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    result = offline_cli.invoke("status", "--store", f"postgresql://postgres:pw@127.0.0.1:{port}/x")
+    assert time.monotonic() - start < 10
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "Connection refused" in lines[0]
+    assert "pw" not in lines[0]
+
+
+def test_misspelt_postgres_parameter_is_a_usage_error(offline_cli: Cli) -> None:
+    """A URL parameter libpq does not know is refused before any connection."""
+    pytest.importorskip("psycopg")
+    result = offline_cli.invoke("status", "--store", "postgresql://u:pw@127.0.0.1/x?shema=app")
+    assert result.exit_code == 2
+    assert 'unknown PostgreSQL URL parameter "shema"' in result.stderr

@@ -80,3 +80,11 @@ def test_forget_deletes_after_confirmation(offline_cli: Cli, served: Served, db:
     again = offline_cli.invoke("forget", "my-store", "--yes", "--store", db)
     assert again.exit_code == 1
     assert again.stderr == f"Error: no token stored for {KEY}\n"
+
+
+def test_forget_prompt_names_the_key(offline_cli: Cli, served: Served, db: str) -> None:
+    """The confirmation prompt says which key's tokens it will delete."""
+    save(db, {KEY: served.fake.install(KEY.shop)})
+    declined = offline_cli.invoke("forget", "my-store", "--store", db, input="n\n")
+    assert declined.exit_code == 1
+    assert f"Delete the tokens of {KEY}?" in declined.stdout + declined.stderr

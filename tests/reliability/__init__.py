@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import attrs
-import structlog
 
 from shoptoken import EventKind, TokenEvent, TokenKey
 from shoptoken.testing import FakeShopify
@@ -46,15 +45,13 @@ def _format(value: object) -> str:
 @contextmanager
 def quiet_logs() -> Iterator[None]:
     """Drop shoptoken's log lines below CRITICAL while a soak runs (thousands of them)."""
-    configured, saved = structlog.is_configured(), structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    logger = logging.getLogger("shoptoken")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        if configured:
-            structlog.configure(**saved)
-        else:
-            structlog.reset_defaults()
+        logger.setLevel(level)
 
 
 @attrs.define(eq=False)

@@ -40,7 +40,6 @@ from typing import Any
 
 import attrs
 import httpx
-import structlog
 import trio
 
 from shoptoken import (
@@ -215,10 +214,7 @@ async def main(run: Run) -> None:
 
 
 if __name__ == "__main__":
-    # Events go to the test through the hook; keep structlog off stdout.
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
-    )
+    # Events go to the test through the hook; keep the library's logs quiet.
+    logging.getLogger("shoptoken").setLevel(logging.CRITICAL)
     say("imported")
     trio.run(main, Run(json.loads(sys.stdin.readline())))

@@ -36,7 +36,6 @@ from typing import Any
 import attrs
 import httpx
 import pytest
-import structlog.testing
 import trio
 
 from shoptoken import (
@@ -56,6 +55,7 @@ from shoptoken.testing import FakeShopify, FaultPlan, LoopbackServer, serve_loop
 from shoptoken.testing._admin import _Pair
 from shoptoken.testing._answer import Answer
 
+from .._logs import captured_events
 from . import report
 
 RUN_FOR = 8.0
@@ -341,7 +341,7 @@ async def test_demo_run_leaks_no_secret(tmp_path: Path, caplog: pytest.LogCaptur
     evidence = Evidence()
     events: list[TokenEvent] = []
     at_rest_open: bytes = b""
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         async with (
             serve_loopback(fake) as server,
             SQLiteStore(plain_db) as plain,

@@ -17,7 +17,6 @@ from typing import Any
 
 import attrs
 import pytest
-import structlog.testing
 import trio
 import trio.lowlevel
 import trio.testing
@@ -37,6 +36,7 @@ from shoptoken import (
 )
 from shoptoken.testing import trio_wall_clock
 
+from .._logs import captured_events
 from . import Clock, EventTally, RecordingShopify, quiet_logs, report
 
 HOUR = 3600.0
@@ -432,7 +432,7 @@ async def test_broken_hooks_are_logged_and_never_stop_refreshing(
         return {"handled": event.kind}
 
     hooks = [type_error, key_error, returns_garbage, seen.append]
-    with structlog.testing.capture_logs() as logs:
+    with captured_events() as logs:
         async with manager(fake, clock, store, hooks) as tokens:
             result = await traffic(tokens, fake, keys, 6 * HOUR)
             stats = tokens.statistics()

@@ -152,3 +152,17 @@ def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
     """Bad constructor arguments raise ValueError at once."""
     with pytest.raises(ValueError, match=match):
         SQLiteStore(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_reads_never_create_the_table(tmp_path: Path) -> None:
+    """Loads and listings of a file without the table find nothing and leave the file as it was."""
+    path = tmp_path / "tokens.db"
+    path.touch()
+    async with SQLiteStore(path) as store:
+        assert await store.load_tokens(KEY) is None
+        assert [key async for key in store.list_keys()] == []
+    assert path.stat().st_size == 0
+    async with SQLiteStore(path) as store:
+        await store.save_tokens(KEY, TOKEN)
+        assert await store.load_tokens(KEY) == TOKEN
+        assert [key async for key in store.list_keys()] == [KEY]

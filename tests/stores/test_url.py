@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shoptoken import MemoryStore, Token, TokenKey
+from shoptoken import MemoryStore, Token, TokenCallback, TokenKey
 from shoptoken.stores import EncryptedStore, PostgresStore, SQLiteStore, open_store, store_from_url
 
 KEY = TokenKey.offline("my-store")
@@ -109,3 +109,22 @@ def test_postgres_pool_size_comes_from_the_url() -> None:
             store_from_url(f"postgresql://postgres@127.0.0.1/test?max_connections={bad}")
     with pytest.raises(ValueError, match="SQLite"):
         store_from_url("sqlite:///a.db?max_connections=2")
+
+
+@pytest.mark.parametrize("scheme", ["memory://", "sqlite:///tokens.db", "encrypted"])
+async def test_open_store_yields_a_full_store(
+    scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open_store's store has create_schema, aclose and every capability, with no cast."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APP_TOKEN_KEYS", EncryptedStore.format_key("k", bytes(32)))
+    url = "sqlite:///tokens.db?encrypt_key_env=APP_TOKEN_KEYS" if scheme == "encrypted" else scheme
+    async with open_store(url) as store:
+        assert isinstance(store, TokenCallback)
+        await store.create_schema()
+        await store.save_tokens(KEY, TOKEN)
+        async with store.locked(KEY, timeout=1) as handle:
+            assert handle.token == TOKEN
+        assert [key async for key in store.list_keys()] == [KEY]
+        await store.delete_tokens(KEY)
+        assert await store.load_tokens(KEY) is None

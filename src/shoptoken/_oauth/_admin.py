@@ -39,10 +39,10 @@ import time
 from typing import TYPE_CHECKING
 
 import attrs
-import structlog
 
 from .._errors import InvalidCallback, ReauthorizationRequired, RefreshFailed, ShopTokenError
 from .._keys import TokenKey, TokenKind, normalize_shop
+from .._log import get_logger
 from .._token import Token
 from ._redirect import authorize_url, code_grant_error, verify_callback_query
 from ._redirect import new_state as _new_state
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
     from ._token_endpoint import ErrorAnswer
 
-log = structlog.get_logger("shoptoken")
+log = get_logger()
 
 
 def _non_empty_str(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:

@@ -48,11 +48,11 @@ from urllib.parse import urlencode
 
 import attrs
 import httpx
-import structlog
 import trio
 
 from .._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
 from .._keys import TokenKind, normalize_shop
+from .._log import get_logger
 from ._discovery import (
     SHOPIFY_HOST,
     CustomerAccountEndpoints,
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from .._keys import TokenKey
     from .._token import Token
 
-log = structlog.get_logger("shoptoken")
+log = get_logger()
 
 #: Scopes `CustomerAccountOAuth.authorization_url` asks for by default.
 DEFAULT_SCOPES: Final = ("openid", "email", "customer-account-api:full")

@@ -44,15 +44,14 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, urlencode
 
-import structlog
-
 from .._errors import InvalidCallback, InvalidShopDomain, ReauthorizationRequired, ShopTokenError
 from .._keys import normalize_shop
+from .._log import get_logger
 
 if TYPE_CHECKING:
     from ._token_endpoint import ErrorAnswer
 
-log = structlog.get_logger("shoptoken")
+log = get_logger()
 
 #: How old (seconds) a callback's ``timestamp`` may be.
 CALLBACK_MAX_AGE: Final = 300.0

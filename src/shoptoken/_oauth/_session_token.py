@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import jwt
-import structlog
 
 from .._errors import (
     InvalidSessionToken,
@@ -48,6 +47,7 @@ from .._errors import (
     ShopTokenError,
 )
 from .._keys import normalize_shop
+from .._log import get_logger
 from ._token_endpoint import safe_excerpt
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from ._token_endpoint import ErrorAnswer
 
-log = structlog.get_logger("shoptoken")
+log = get_logger()
 
 # Token exchange (RFC 8693) identifiers: URNs, not secrets.
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN

@@ -47,16 +47,16 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self
 
 import attrs
 import httpx
-import structlog
 
 from .._errors import ReauthorizationRequired, RefreshFailed, ShopTokenError
+from .._log import get_logger
 from .._token import ASSUMED_LIFETIME, TokenResponseError, parse_token_response
 
 if TYPE_CHECKING:
     from .._keys import TokenKey
     from .._token import Token
 
-log = structlog.get_logger("shoptoken")
+log = get_logger()
 
 #: Timeout of the HTTP clients the OAuth clients create for themselves.
 TOKEN_TIMEOUT: Final = httpx.Timeout(30.0)

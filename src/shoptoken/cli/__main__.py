@@ -1,5 +1,5 @@
 """``python -m shoptoken.cli``: the ``shoptoken`` command."""
 
-from ._app import main
+from . import main
 
 main()

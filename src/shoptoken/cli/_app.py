@@ -12,6 +12,7 @@ from ._demo import demo
 from ._fake import fake_shopify
 from ._logging import configure_console
 from ._migrate import migrate
+from ._options import shared_options
 from ._run import run
 from ._status import status
 from ._tokens import forget, refresh
@@ -57,13 +58,15 @@ class _Group(click.Group):
     count=True,
     help="Log the manager's events on stderr (-v: info, -vv: debug). `run` logs JSON anyway.",
 )
-def cli(verbose: int) -> None:
+@shared_options
+def cli(verbose: int, **_shared: str | None) -> None:
     """Keep Shopify OAuth tokens valid: inspect, refresh, migrate and keep them fresh.
 
     Every command reads the store from --store or SHOPTOKEN_STORE (default
     sqlite:///shoptoken.db in the current directory) and the app's
-    credentials from SHOPTOKEN_CLIENT_ID and SHOPTOKEN_CLIENT_SECRET. No
-    command prints an access or refresh token.
+    credentials from SHOPTOKEN_CLIENT_ID and SHOPTOKEN_CLIENT_SECRET. The
+    shared options may come before the command or after it. No command
+    prints an access or refresh token.
 
     Start with `shoptoken demo`.
     """

@@ -1,60 +1,89 @@
 """Where the command's log events go (the library never configures logging; the app does).
 
-``shoptoken run`` writes one JSON object per event to stdout, for a log
-collector. The interactive commands stay quiet, since they report outcomes
-themselves, unless asked (``-v``: info, ``-vv``: debug, on stderr).
+The library logs to the standard library's logger ``shoptoken``; the
+command, being the app, attaches the handler. ``shoptoken run`` writes one
+JSON object per event to stdout, for a log collector. The interactive
+commands stay quiet, since they report outcomes themselves, unless asked
+(``-v``: info, ``-vv``: debug, on stderr).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Final, NoReturn
+from typing import Final, TextIO
 
 import structlog
+
+from .._log import ROOT
 
 LEVELS: Final = ("debug", "info", "warning", "error")
 
 
-def configure_json(level: str) -> None:
-    """Log events at ``level`` and above as JSON lines on stdout, with time and level."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
+class _CurrentStream(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stdout`` or ``sys.stderr`` is when a record comes.
+
+    The command may run inside a test runner that swaps the streams per run.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+
+    @property
+    def stream(self) -> TextIO:
+        stream: TextIO = getattr(sys, self._name)
+        return stream
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass  # always the current one
+
+
+def _attach(handler: logging.Handler | None, level: int) -> None:
+    """Make ``handler`` the one handler of the library's logger, at ``level``."""
+    logger = logging.getLogger(ROOT)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    if handler is not None:
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _formatter(renderer: structlog.typing.Processor, *, time_format: str) -> logging.Formatter:
+    """Renders the library's records (event name, fields as attributes) with ``renderer``."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.ExtraAdder(),
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(sort_keys=False),
+            structlog.processors.TimeStamper(fmt=time_format, utc=time_format == "iso"),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        # Not cached: the library's module-level loggers must see this configuration.
-        cache_logger_on_first_use=False,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
 
 
-def _drop(_logger: object, _name: str, _event: object) -> NoReturn:
-    raise structlog.DropEvent
+def configure_json(level: str) -> None:
+    """Log events at ``level`` and above as JSON lines on stdout, with time and level."""
+    handler = _CurrentStream("stdout")
+    handler.setFormatter(
+        _formatter(structlog.processors.JSONRenderer(sort_keys=False), time_format="iso")
+    )
+    _attach(handler, logging.getLevelName(level.upper()))
 
 
 def configure_console(verbosity: int) -> None:
     """Quiet at 0; info (1) or debug (2+) events, readable, on stderr."""
     if verbosity <= 0:
-        structlog.configure(processors=[_drop], cache_logger_on_first_use=False)
+        _attach(logging.NullHandler(), logging.CRITICAL + 1)
         # psycopg's pool warns on stderr at each failed connection attempt; the
         # command reports the outcome in one line instead.
         logging.getLogger("psycopg").setLevel(logging.ERROR)
         return
-    level = logging.INFO if verbosity == 1 else logging.DEBUG
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            # Plain tracebacks: rich's would show local variables, tokens among them.
-            structlog.dev.ConsoleRenderer(
-                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
-            ),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
+    handler = _CurrentStream("stderr")
+    # Plain tracebacks: rich's would show local variables, tokens among them.
+    renderer = structlog.dev.ConsoleRenderer(
+        colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
     )
+    handler.setFormatter(_formatter(renderer, time_format="%H:%M:%S"))
+    _attach(handler, logging.INFO if verbosity == 1 else logging.DEBUG)

@@ -15,6 +15,7 @@ import attrs
 import click
 import httpx
 import trio
+from click.core import ParameterSource
 
 from .._core._policy import RefreshPolicy
 from .._oauth._admin import ShopifyOAuth
@@ -43,6 +44,50 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
         return function
 
     return apply
+
+
+# -- options shared with the group ------------------------------------------------------
+
+
+def _inherit(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A shared option's value: typed after the command, else typed before it, else as read.
+
+    ``shoptoken --store URL status`` and ``shoptoken status --store URL`` both
+    work; an option typed on the command line beats its environment variable.
+    """
+    name = param.name
+    if name is None or ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+        return value
+    parent = ctx.parent
+    while parent is not None:
+        if parent.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            return parent.params[name]
+        parent = parent.parent
+    return value
+
+
+def shared_options(function: F) -> F:
+    """The group's copies of the shared options: store, encryption key, client id and secret.
+
+    Each is handed to the command (see `_inherit`); a command without that
+    option ignores it. Their environment variables are read by the commands.
+    """
+    return _compose(
+        click.option("--store", metavar="URL", help="Token store (SHOPTOKEN_STORE)."),
+        click.option(
+            "--encryption-key",
+            metavar="KEYS",
+            help="kid:BASE64 keys of an encrypted store (SHOPTOKEN_ENCRYPTION_KEY).",
+        ),
+        click.option(
+            "--client-id", metavar="ID", help="The app's client id (SHOPTOKEN_CLIENT_ID)."
+        ),
+        click.option(
+            "--client-secret",
+            metavar="SECRET",
+            help="The app's client secret (prefer SHOPTOKEN_CLIENT_SECRET).",
+        ),
+    )(function)
 
 
 # -- the store ---------------------------------------------------------------------
@@ -101,6 +146,7 @@ def store_options(
             show_envvar=from_env,
             default=default,
             show_default=default is not None,
+            callback=_inherit,
             help="Token store: sqlite:///PATH, postgresql://..., memory://.",
         ),
         click.option(
@@ -109,6 +155,7 @@ def store_options(
             envvar="SHOPTOKEN_ENCRYPTION_KEY",
             show_envvar=True,
             default=None,
+            callback=_inherit,
             help="Encrypt tokens at rest with these kid:BASE64 keys (prefer the variable).",
         ),
     )
@@ -151,7 +198,7 @@ async def open_cli_store(
         msg = f"no token store at {path} (set --store or SHOPTOKEN_STORE)"
         raise click.ClickException(msg)
     try:
-        store = store_from_url(config.url)
+        store: TokenCallback = store_from_url(config.url)
     except ValueError as exc:  # the message never repeats the URL
         raise click.BadParameter(one_line(str(exc)), param_hint="'--store'") from None
     except ImportError as exc:
@@ -197,6 +244,7 @@ def credential_options(function: F) -> F:
             metavar="ID",
             envvar="SHOPTOKEN_CLIENT_ID",
             show_envvar=True,
+            callback=_inherit,
             help="The app's client id (API key).",
         ),
         click.option(
@@ -204,6 +252,7 @@ def credential_options(function: F) -> F:
             metavar="SECRET",
             envvar="SHOPTOKEN_CLIENT_SECRET",
             show_envvar=True,
+            callback=_inherit,
             help="The app's client secret (prefer the variable: options show up in ps).",
         ),
         click.option("--fake-shopify-url", envvar=FAKE_URL_ENV, hidden=True, default=None),

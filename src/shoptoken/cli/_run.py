@@ -13,18 +13,20 @@ flight finish and its pair be saved (``--shutdown-grace``), then it exits 0.
 from __future__ import annotations
 
 import signal
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Final
 
 import attrs
 import click
-import structlog
 import trio
 
 from .._core._manager import open_token_manager
 from .._errors import NoToken, ReauthorizationRequired, ShopTokenError
 from .._keys import TokenKind
+from .._log import get_logger
 from ._errors import run_trio
 from ._logging import LEVELS, configure_json
+from ._metrics import Exporter
 from ._options import (
     Credentials,
     StoreConfig,
@@ -44,8 +46,9 @@ if TYPE_CHECKING:
     from .._keys import TokenKey
     from .._oauth._admin import ShopifyOAuth
     from .._persistence import TokenCallback
+    from ..metrics import TokenMetrics
 
-log = structlog.get_logger("shoptoken.cli")
+log = get_logger("shoptoken.cli")
 
 #: Keys activated at once during a scan (loads and first refreshes).
 _SCAN_CONCURRENCY: Final = 32
@@ -81,6 +84,7 @@ class Daemon:
     oauth: ShopifyOAuth
     policy: RefreshPolicy
     rescan: float
+    metrics: TokenMetrics | None = None
     statistics: TokenManagerStatistics | None = None
     _stuck: dict[TokenKey, object] = attrs.field(factory=dict)
     _reported: set[TokenKey] = attrs.field(factory=set)
@@ -91,11 +95,13 @@ class Daemon:
         while True:
             refreshers = {TokenKind.OFFLINE: self.oauth, TokenKind.ONLINE: self.oauth}
             manager: TokenManager | None = None
+            hooks = [] if self.metrics is None else [self.metrics]
             try:
                 async with open_token_manager(
-                    refreshers, self.store, policy=self.policy
+                    refreshers, self.store, policy=self.policy, hooks=hooks
                 ) as manager:
-                    await self._keep_alive(manager, task_status if first else None)
+                    with self.metrics.watching(manager) if self.metrics else nullcontext():
+                        await self._keep_alive(manager, task_status if first else None)
             finally:
                 # After the block: refreshes that finished during shutdown count too.
                 if manager is not None:
@@ -211,13 +217,20 @@ class Daemon:
 
 
 async def _serve(
-    config: StoreConfig, creds: Credentials, policy: RefreshPolicy, rescan: float
+    config: StoreConfig,
+    creds: Credentials,
+    policy: RefreshPolicy,
+    rescan: float,
+    exporter: Exporter | None,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_cli_store(config) as store, open_oauth(creds) as oauth:
-            daemon = Daemon(store, oauth, policy, rescan)
+            metrics = None if exporter is None else exporter.metrics
+            daemon = Daemon(store, oauth, policy, rescan, metrics)
             log.info("shoptoken.cli.run.starting", store=config.shown())
             async with trio.open_nursery() as nursery:
+                if exporter is not None:
+                    await exporter.start(nursery)
 
                 async def stop_on_signal() -> None:
                     async for signum in signals:
@@ -262,6 +275,21 @@ async def _serve(
     help="Seconds between listings of the store (to pick up new keys).",
 )
 @click.option(
+    "--metrics",
+    "metrics_address",
+    metavar="HOST:PORT",
+    default=None,
+    help="Serve Prometheus metrics at /metrics and a health check at /healthz (metrics extra).",
+)
+@click.option(
+    "--unhealthy-after",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="/healthz fails once a rotated pair has waited this long for its save.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LEVELS, case_sensitive=False),
     default="info",
@@ -282,11 +310,14 @@ def run(
     shutdown_grace: float,
     rescan: float,
     log_level: str,
+    metrics_address: str | None,
+    unhealthy_after: float,
 ) -> None:
     """Keep every stored key's tokens fresh until SIGINT/SIGTERM (a sidecar).
 
     Logs one JSON object per line on stdout. Offline and online keys are
-    kept; customer keys are left to the app that owns them.
+    kept; customer keys are left to the app that owns them. With --metrics,
+    serves Prometheus metrics and a health check (docs/operations.md).
     """
     creds = credentials(client_id, client_secret, fake_shopify_url)
     policy = build_policy(
@@ -296,5 +327,6 @@ def run(
         max_concurrent_refreshes=max_concurrent_refreshes,
         shutdown_grace=shutdown_grace,
     )
+    exporter = None if metrics_address is None else Exporter.parse(metrics_address, unhealthy_after)
     configure_json(log_level)
-    run_trio(_serve, StoreConfig(store, encryption_key), creds, policy, rescan)
+    run_trio(_serve, StoreConfig(store, encryption_key), creds, policy, rescan, exporter)

@@ -103,17 +103,18 @@ async def _forget(config: StoreConfig, key: TokenKey) -> None:
 @click.command()
 @click.argument("key", callback=parse_key)
 @store_options()
-@click.confirmation_option(
-    "--yes",
-    prompt="Delete this key's tokens? The shop must authorize the app again to get new ones",
-    help="Do not ask for confirmation.",
-)
-def forget(*, key: TokenKey, store: str, encryption_key: str | None) -> None:
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def forget(*, key: TokenKey, store: str, encryption_key: str | None, yes: bool) -> None:
     """Delete KEY's tokens from the store (after the app was uninstalled).
 
     Nothing is sent to Shopify: the app stays installed until the merchant
     uninstalls it, and a running `shoptoken run` stops refreshing the key
     at its next refresh.
     """
+    if not yes:
+        click.confirm(
+            f"Delete the tokens of {key}? The shop must authorize the app again to get new ones",
+            abort=True,
+        )
     run_trio(_forget, StoreConfig(store, encryption_key), key)
     click.echo(f"Forgot {key}: its tokens are deleted from the store.")

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._memory import MemoryStore
+from ._protocol import Store
 from ._sqlite import SQLiteStore
 from ._url import open_store, store_from_url
 
@@ -23,6 +24,7 @@ __all__ = [
     "MemoryStore",
     "PostgresStore",
     "SQLiteStore",
+    "Store",
     "open_store",
     "store_from_url",
 ]

@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 import attrs
 
@@ -56,15 +56,6 @@ _NONCE_BYTES: Final = 12
 _TAG_BYTES: Final = 16
 # Present on an EncryptedStore exactly when its inner store has them.
 _OPTIONAL: Final = frozenset({"create_schema", "delete_tokens", "list_keys", "locked"})
-
-
-class _LockedMethod(Protocol):
-    def __call__(
-        self,
-        key: TokenKey,
-        *,
-        timeout: float,
-    ) -> AbstractAsyncContextManager[LockedToken]: ...
 
 
 def _validated_keys(keys: Mapping[str, bytes]) -> dict[str, AESGCM]:
@@ -127,10 +118,15 @@ class EncryptedStore:
 
     if TYPE_CHECKING:
         # Present at run time only when the inner store has them (__getattr__).
-        create_schema: Callable[[], Awaitable[None]]
-        delete_tokens: Callable[[TokenKey], Awaitable[None]]
-        list_keys: Callable[[], AsyncIterator[TokenKey]]
-        locked: _LockedMethod
+        async def create_schema(self) -> None: ...
+        async def delete_tokens(self, key: TokenKey) -> None: ...
+        def list_keys(self) -> AsyncIterator[TokenKey]: ...
+        def locked(
+            self,
+            key: TokenKey,
+            *,
+            timeout: float,
+        ) -> AbstractAsyncContextManager[LockedToken]: ...
 
     def __init__(
         self, inner: TokenCallback, keys: Mapping[str, bytes], *, accept_plaintext: bool = False

@@ -61,6 +61,14 @@ class MemoryStore:
             await trio.lowlevel.checkpoint()
             yield key
 
+    async def create_schema(self) -> None:
+        """Nothing to create: present so that every built-in store is a `Store`."""
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        """Nothing to release: present so that every built-in store is a `Store`."""
+        await trio.lowlevel.checkpoint()
+
     @asynccontextmanager
     async def locked(
         self,

@@ -7,11 +7,19 @@ connection waits in trio (cancellable), never blocked inside a thread.
 
 Every connection goes back to the pool rolled back, with the autocommit
 setting it came with: a pool passed in by the app may be shared with it.
+
+Before our own pool opens, one connection is made and closed (the probe): a
+server that refuses, a database that does not exist or a bad password fail
+the first use at once with the server's own words, instead of the pool
+retrying in the background until ``timeout`` ends in a bare ``PoolTimeout``.
+The probe runs in a thread that a cancellation abandons (Ctrl-C is honoured
+at once), bounded by libpq's ``connect_timeout``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
@@ -21,6 +29,7 @@ from .._errors import PersistenceError
 
 try:
     import psycopg
+    import psycopg.conninfo
     import psycopg.errors
     from psycopg_pool import ConnectionPool
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -40,6 +49,7 @@ __all__ = [
     "Lease",
     "PgConnections",
     "cause",
+    "dsn_connect_timeout",
     "failure",
     "psycopg",
 ]
@@ -52,6 +62,14 @@ _UNDEFINED_TABLE: Final = "42P01"
 DRIVER_ERRORS: Final = (psycopg.Error, UnicodeError)
 # Pooled connections tried before giving up on finding a live one.
 _STALE_TRIES: Final = 3
+#: libpq reads connect_timeout in whole seconds and treats 1 as 2.
+_LIBPQ_MIN_CONNECT: Final = 2
+#: Seconds a new connection may take by default: a down server is reported in
+#: seconds, not after the pool's ``busy_timeout``.
+_CONNECT_TIMEOUT: Final = 5.0
+# What the probe allows beyond libpq's connect_timeout before giving up itself
+# (libpq's own timeout normally ends it first, with its message).
+_PROBE_MARGIN: Final = 1.0
 
 
 def failure(what: str, key: TokenKey | None, exc: Exception) -> PersistenceError:
@@ -75,6 +93,24 @@ def cause(exc: Exception) -> Exception | None:
     return None if isinstance(exc, psycopg.Error) and exc.diag.message_detail else exc
 
 
+def dsn_connect_timeout(conninfo: str) -> float:
+    """The DSN's own ``connect_timeout``, else `_CONNECT_TIMEOUT`."""
+    try:
+        text = psycopg.conninfo.conninfo_to_dict(conninfo).get("connect_timeout")
+    except psycopg.Error:
+        return _CONNECT_TIMEOUT  # malformed: the connection attempt reports it
+    try:
+        seconds = float(str(text))
+    except ValueError:
+        return _CONNECT_TIMEOUT
+    return seconds if seconds > 0 else _CONNECT_TIMEOUT
+
+
+def _connect_and_close(conninfo: str, connect_timeout: int) -> None:
+    """One connection made and closed at once (worker thread; nothing left open if abandoned)."""
+    psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout).close()
+
+
 @attrs.frozen
 class Lease:
     """A connection taken from the pool, and the autocommit setting to give it back with."""
@@ -91,12 +127,16 @@ class PgConnections:
         pool: The psycopg_pool pool.
         owned: Whether we created the pool (and so open and close it).
         timeout: Seconds to wait for a connection.
+        size: How many connections the store uses at most.
+        connect_timeout: Seconds a new connection may take (libpq's
+            ``connect_timeout``, in whole seconds, at least 2).
     """
 
     pool: ConnectionPool[Any]
     owned: bool
     timeout: float
     size: int
+    connect_timeout: float = 5.0
     slots: trio.Semaphore = attrs.field(init=False)
     limiter: trio.CapacityLimiter = attrs.field(init=False)
     opened: bool = attrs.field(init=False, default=False)
@@ -109,17 +149,21 @@ class PgConnections:
         self.limiter = trio.CapacityLimiter(self.size)
 
     @classmethod
-    def create(cls, conninfo: str, *, size: int, timeout: float) -> PgConnections:
+    def create(
+        cls, conninfo: str, *, size: int, timeout: float, connect_timeout: float
+    ) -> PgConnections:
         """A pool of our own on ``conninfo``, opened on first use."""
+        seconds = max(_LIBPQ_MIN_CONNECT, math.ceil(connect_timeout))
         pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
+            kwargs={"connect_timeout": seconds},
             min_size=1,
             max_size=size,
             open=False,
             name="shoptoken",
             timeout=timeout,
         )
-        return cls(pool, owned=True, timeout=timeout, size=size)
+        return cls(pool, owned=True, timeout=timeout, size=size, connect_timeout=seconds)
 
     async def thread(self, fn: Callable[[], T]) -> T:
         """``fn()`` in a worker thread (waits for it even when cancelled)."""
@@ -138,8 +182,30 @@ class PgConnections:
             return
         async with self._open_lock:
             if not self.opened:
+                await self._probe()
                 await trio.to_thread.run_sync(functools.partial(self.pool.open, wait=False))
                 self.opened = True
+
+    async def _probe(self) -> None:
+        """Connect once and close (abandoned on cancellation); the server's refusal if any.
+
+        Raises:
+            PersistenceError: The connection failed or took longer than ``connect_timeout``.
+        """
+        conninfo = self.pool.conninfo
+        if not isinstance(conninfo, str):  # pragma: no cover - our own pools take a str
+            return
+        probe = functools.partial(_connect_and_close, conninfo, math.ceil(self.connect_timeout))
+        with trio.move_on_after(self.connect_timeout + _PROBE_MARGIN):
+            try:
+                await trio.to_thread.run_sync(probe, abandon_on_cancel=True)
+            except DRIVER_ERRORS as exc:
+                raise failure("connection", None, exc) from cause(exc)
+            return
+        raise PersistenceError(
+            f"PostgreSQL connection failed: no answer within {self.connect_timeout} s"
+            " (connect_timeout)"
+        )
 
     async def acquire_slot(self, deadline: float) -> bool:
         """Take a slot by ``deadline`` (trio time); False if none came free."""

@@ -23,7 +23,15 @@ import trio
 
 from .._errors import LockTimeout, PersistenceError
 from . import _codec
-from ._pg_pool import DRIVER_ERRORS, ConnectionPool, PgConnections, cause, failure, psycopg
+from ._pg_pool import (
+    DRIVER_ERRORS,
+    ConnectionPool,
+    PgConnections,
+    cause,
+    dsn_connect_timeout,
+    failure,
+    psycopg,
+)
 from ._schema import DEFAULT_TABLE, PostgresStatements, postgres_table
 
 if TYPE_CHECKING:
@@ -124,6 +132,11 @@ class PostgresStore:
             froze or lost its network keeps others from refreshing the key.
             Its commit then fails, and the manager retries the save. None
             keeps the server's ``idle_in_transaction_session_timeout``.
+        connect_timeout: Seconds a new connection may take (libpq's
+            ``connect_timeout``: whole seconds, at least 2). None takes the
+            DSN's ``connect_timeout``, else 5. The first use connects once
+            before the pool opens, so a refused connection, a missing
+            database or a bad password fail at once with the server's reason.
     """
 
     _connections: PgConnections = attrs.field(repr=False)
@@ -141,10 +154,12 @@ class PostgresStore:
         max_connections: int | None = None,
         busy_timeout: float = 30.0,
         lock_hold_timeout: float | None = 120.0,
+        connect_timeout: float | None = None,
     ) -> None:
         for name, value in (
             ("busy_timeout", busy_timeout),
             ("lock_hold_timeout", lock_hold_timeout),
+            ("connect_timeout", connect_timeout),
         ):
             if value is not None and (isinstance(value, bool) or not value > 0):
                 msg = f"{name} must be a positive number of seconds"
@@ -167,11 +182,24 @@ class PostgresStore:
             )
         elif isinstance(conninfo, str):
             self._connections = PgConnections.create(
-                conninfo, size=max_connections or 20, timeout=busy_timeout
+                conninfo,
+                size=max_connections or 20,
+                timeout=busy_timeout,
+                connect_timeout=connect_timeout or dsn_connect_timeout(conninfo),
             )
         else:
             msg = "conninfo must be a connection string or a psycopg_pool.ConnectionPool"
             raise TypeError(msg)
+
+    def settings(self) -> dict[str, float | int | None]:
+        """The store's timeouts (seconds) and pool size, as `store_from_url` reads them."""
+        connections = self._connections
+        return {
+            "busy_timeout": connections.timeout,
+            "lock_hold_timeout": self._lock_hold_timeout,
+            "connect_timeout": float(connections.connect_timeout),
+            "max_connections": connections.size,
+        }
 
     @staticmethod
     def schema_sql(table: str = DEFAULT_TABLE, schema: str | None = None) -> str:

@@ -85,6 +85,11 @@ def _execute(conn: sqlite3.Connection, *, sql: str, args: tuple[object, ...]) ->
     conn.execute(sql, args)
 
 
+def _fetch_table(conn: sqlite3.Connection, *, name: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (name,)).fetchone() is not None
+
+
 def _init(conn: sqlite3.Connection, *, create: str) -> None:
     # WAL: readers never wait for the writer, and a commit is one append.
     conn.execute("PRAGMA journal_mode = WAL")
@@ -108,8 +113,9 @@ class _SQLiteLocked:
 class SQLiteStore:
     """Tokens in a SQLite file (WAL mode), shared safely by the processes of one host.
 
-    One row per key in table ``shoptoken_tokens``, created on first use
-    (`schema_sql` shows it); datetimes are stored as integer microseconds
+    One row per key in table ``shoptoken_tokens`` (`schema_sql` shows it),
+    created on the first write: a load or listing of a file without it finds
+    nothing and writes nothing. Datetimes are stored as integer microseconds
     since the epoch, so they come back exactly. Every save is one atomic
     upsert of the whole pair, durable (``synchronous=FULL``) when it returns.
 
@@ -143,6 +149,8 @@ class SQLiteStore:
     _writer: trio.Lock = attrs.field(init=False, factory=trio.Lock, repr=False)
     _ready_lock: trio.Lock = attrs.field(init=False, factory=trio.Lock, repr=False)
     _ready: bool = attrs.field(init=False, default=False, repr=False)
+    # The table was seen by a read (writes still make sure of WAL mode first).
+    _found: bool = attrs.field(init=False, default=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self._path in {"", ":memory:"} or self._path.startswith("file:"):
@@ -164,7 +172,8 @@ class SQLiteStore:
         Raises:
             PersistenceError: The database failed or the row is corrupt.
         """
-        await self._ensure_ready()
+        if not await self._table_exists():
+            return None  # nothing stored yet; reading never creates the table
         read = functools.partial(_fetch_one, sql=self._sql.select, key=str(key))
         row = await self._run("load", key, read)
         return None if row is None else _codec.decode(key, row, _codec.from_micros)
@@ -194,7 +203,8 @@ class SQLiteStore:
         Raises:
             PersistenceError: The database failed or a stored key is invalid.
         """
-        await self._ensure_ready()
+        if not await self._table_exists():
+            return  # nothing stored yet; reading never creates the table
 
         async def page(after: str) -> list[object]:
             fetch = functools.partial(_fetch_keys, sql=self._sql.page, after=after)
@@ -336,6 +346,17 @@ class SQLiteStore:
             await self._pool.thread(write)
         except _DRIVER_ERRORS as exc:
             raise _failure("save", key, exc) from exc
+
+    async def _table_exists(self) -> bool:
+        """Whether the table is there, found without writing to the file."""
+        if self._pool.closed:
+            msg = "this SQLiteStore is closed"
+            raise RuntimeError(msg)
+        if self._ready or self._found:
+            return True
+        look = functools.partial(_fetch_table, name=self._table)
+        self._found = await self._run("load", None, look)
+        return self._found
 
     async def _ensure_ready(self) -> None:
         if self._pool.closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -15,16 +16,31 @@ from ._sqlite import SQLiteStore
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from .._persistence import TokenCallback
+    from ._protocol import Store
 
 #: Query parameters read by `store_from_url` itself (all others go to libpq).
-_OURS: Final = ("encrypt_key_env", "max_connections", "schema", "table")
+_OURS: Final = (
+    "busy_timeout",
+    "connect_timeout",
+    "encrypt_key_env",
+    "lock_hold_timeout",
+    "max_connections",
+    "schema",
+    "table",
+)
 _MAX_POOL: Final = 10_000
-_STORE_ONLY: Final = frozenset({"table", "schema", "max_connections"})
+_STORE_ONLY: Final = frozenset(_OURS) - {"encrypt_key_env"}
+_POSTGRES_ONLY: Final = frozenset(
+    {"schema", "max_connections", "lock_hold_timeout", "connect_timeout"}
+)
 _EXPECTED: Final = "expected memory://, sqlite:///PATH or postgresql://..."
+_KNOWN_HINT: Final = (
+    "ours are table, schema, max_connections, busy_timeout, lock_hold_timeout,"
+    " connect_timeout and encrypt_key_env; others must be libpq's (docs/stores.md)"
+)
 
 
-def store_from_url(url: str) -> TokenCallback:
+def store_from_url(url: str) -> Store:
     """Build the store a URL names.
 
     - ``memory://``: a `MemoryStore`.
@@ -32,8 +48,11 @@ def store_from_url(url: str) -> TokenCallback:
       `SQLiteStore` (``?table=NAME``).
     - ``postgresql://...`` or ``postgres://...``: a `PostgresStore` on that
       libpq URL (``?table=NAME&schema=NAME&max_connections=N``, N the pool
-      size; other parameters, such as ``sslmode``, go to libpq). Its table
-      must exist (`PostgresStore.create_schema`).
+      size, and the store's ``busy_timeout``, ``lock_hold_timeout`` (or
+      ``none``) and ``connect_timeout`` in seconds; other parameters, such
+      as ``sslmode``, go to libpq, which must know them). Its table must
+      exist (`PostgresStore.create_schema`).
+    - ``busy_timeout`` also applies to ``sqlite:``.
     - ``?encrypt_key_env=NAME`` on any of them wraps the store in an
       `EncryptedStore` with the keys in environment variable NAME
       (``kid:BASE64[,kid:BASE64...]``, see `EncryptedStore.parse_keys`).
@@ -80,7 +99,7 @@ def _parameters(query: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
 
 def _plain_store(
     parts: SplitResult, params: dict[str, str], passed: list[tuple[str, str]]
-) -> TokenCallback:
+) -> Store:
     scheme = parts.scheme.lower()
     table = params.get("table") or "shoptoken_tokens"
     if scheme == "memory":
@@ -90,25 +109,76 @@ def _plain_store(
         return MemoryStore()
     if scheme == "sqlite":
         path = unquote(parts.path[1:])  # sqlite:///a.db -> "a.db"; sqlite:////a.db -> "/a.db"
-        if parts.netloc or not path or passed or {"schema", "max_connections"} & params.keys():
+        if parts.netloc or not path or passed or _POSTGRES_ONLY & params.keys():
             msg = (
                 "SQLite store URLs are sqlite:///relative.db or sqlite:////absolute/path.db,"
-                " with optional ?table=NAME&encrypt_key_env=NAME"
+                " with optional ?table=NAME&busy_timeout=SECONDS&encrypt_key_env=NAME"
             )
             raise ValueError(msg)
-        return SQLiteStore(path, table=table)
+        busy = _seconds(params, "busy_timeout")
+        return SQLiteStore(path, table=table, busy_timeout=30.0 if busy is None else busy)
     if scheme in {"postgresql", "postgres"}:
         from ._postgres import PostgresStore  # noqa: PLC0415 - needs the optional postgres extra
 
         conninfo = urlunsplit(parts._replace(query=urlencode(passed)))
+        _check_libpq_url(conninfo, parts)
+        busy = _seconds(params, "busy_timeout")
+        hold = params.get("lock_hold_timeout", "")
         return PostgresStore(
             conninfo,
             table=table,
             schema=params.get("schema") or None,
             max_connections=_pool_size(params.get("max_connections")),
+            busy_timeout=30.0 if busy is None else busy,
+            lock_hold_timeout=None
+            if hold.lower() == "none"
+            else _seconds(params, "lock_hold_timeout", 120.0),
+            connect_timeout=_seconds(params, "connect_timeout"),
         )
     msg = f"unsupported store URL scheme {scheme!a}: {_EXPECTED}"
     raise ValueError(msg)
+
+
+def _seconds(params: dict[str, str], name: str, default: float | None = None) -> float | None:
+    """Parameter ``name`` as a positive number of seconds (``default`` when absent)."""
+    text = params.get(name)
+    if text is None:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        msg = f"store URL parameter {name} must be a positive number of seconds"
+        raise ValueError(msg)
+    return seconds
+
+
+def _check_libpq_url(conninfo: str, parts: SplitResult) -> None:
+    """Refuse what libpq would refuse (an unknown parameter, a malformed URL) up front.
+
+    Raises:
+        ValueError: libpq's reason, without the URL's password.
+    """
+    from ._pg_pool import psycopg  # noqa: PLC0415 - needs the optional postgres extra
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().split("\n", 1)[0]
+        unknown = re.fullmatch(r'invalid URI query parameter: "(.*)"', reason)
+        if unknown:
+            msg = f'unknown PostgreSQL URL parameter "{unknown.group(1)[:100]}"'
+            raise ValueError(f"{msg}: {_KNOWN_HINT}") from None
+        for secret in {parts.password, _raw_password(parts)} - {None, ""}:
+            reason = reason.replace(str(secret), "***")
+        raise ValueError(f"malformed PostgreSQL URL: {reason}") from None
+
+
+def _raw_password(parts: SplitResult) -> str | None:
+    """The password as written in the URL (still percent-encoded)."""
+    userinfo, at, _host = parts.netloc.rpartition("@")
+    return userinfo.partition(":")[2] if at else None
 
 
 def _pool_size(text: str | None) -> int | None:
@@ -121,8 +191,12 @@ def _pool_size(text: str | None) -> int | None:
 
 
 @asynccontextmanager
-async def open_store(url: str) -> AsyncIterator[TokenCallback]:
+async def open_store(url: str) -> AsyncIterator[Store]:
     """`store_from_url` as an async context manager that closes the store on exit.
+
+    Yields:
+        The store, typed as a `Store`: every capability, ``create_schema()``
+        and ``aclose()``.
 
     Raises:
         ValueError: As `store_from_url`.
@@ -131,7 +205,5 @@ async def open_store(url: str) -> AsyncIterator[TokenCallback]:
     try:
         yield store
     finally:
-        aclose = getattr(store, "aclose", None)
-        if aclose is not None:
-            with trio.CancelScope(shield=True):
-                await aclose()
+        with trio.CancelScope(shield=True):
+            await store.aclose()
