@@ -48,7 +48,10 @@ class Lines:
         """The first JSON line whose event is ``event``; fails after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            line = self._queue.get(timeout=left)
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
             if line is None:
                 break
             self.seen.append(line)
@@ -56,6 +59,15 @@ class Lines:
             if record["event"] == event:
                 return record
         raise AssertionError(f"no {event} in {self.seen}")
+
+    def wait_for_all(self, *events: str, timeout: float = 15.0) -> None:
+        """Wait until each of ``events`` was seen, in any order."""
+        missing = set(events) - {json.loads(line)["event"] for line in self.seen}
+        deadline = time.monotonic() + timeout
+        while missing:
+            record = self.wait_for(next(iter(missing)), timeout=deadline - time.monotonic())
+            missing.discard(record["event"])
+            missing -= {json.loads(line)["event"] for line in self.seen}
 
     def rest(self) -> list[dict[str, Any]]:
         """Every remaining line, as JSON, once the child has exited."""
