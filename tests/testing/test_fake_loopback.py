@@ -6,6 +6,7 @@ Real clock, short waits, 127.0.0.1 only. Each test is bounded by fail_after.
 from __future__ import annotations
 
 import json
+import sys
 
 import httpx
 import pytest
@@ -309,3 +310,15 @@ async def test_lost_answers_over_loopback(fault: Fault) -> None:
             again = await client.post(url, json=grant)
     assert again.status_code == 200
     assert fake.recovered == 1
+
+
+async def test_serve_loopback_without_the_testing_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without hypercorn, serve_loopback says which extra to install."""
+    monkeypatch.setitem(sys.modules, "hypercorn", None)  # "not installed"
+    monkeypatch.delitem(sys.modules, "hypercorn.config", raising=False)
+    monkeypatch.delitem(sys.modules, "hypercorn.trio", raising=False)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'shoptoken\[testing\]'"):
+        async with serve_loopback(FakeShopify()):
+            pass

@@ -113,8 +113,12 @@ async def serve_loopback(
     Raises:
         ModuleNotFoundError: hypercorn is missing (install ``shoptoken[testing]``).
     """
-    from hypercorn.config import Config  # noqa: PLC0415 - optional extra, loaded on use
-    from hypercorn.trio import serve  # noqa: PLC0415 - optional extra, loaded on use
+    try:
+        from hypercorn.config import Config  # noqa: PLC0415 - optional extra, loaded on use
+        from hypercorn.trio import serve  # noqa: PLC0415 - optional extra, loaded on use
+    except ModuleNotFoundError as exc:
+        msg = "serve_loopback needs the 'testing' extra: pip install 'shoptoken[testing]'"
+        raise ModuleNotFoundError(msg, name=exc.name) from exc
 
     config = Config()
     config.bind = ["127.0.0.1:0"]
