@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoptoken import Token
-from shoptoken._core._decision import Action, StoredView, decide, fresh_until
+from shoptoken import Token, TokenKey
+from shoptoken._core._decision import Action, StoredView, decide, fresh_until, join_from
 from shoptoken._core._flight import Flight
+from shoptoken._core._state import KeyState
 
 NOW = 1_000_000.0
 EXPIRING = Token(
@@ -99,6 +100,12 @@ def test_the_hot_path_serves_exactly_what_decide_serves(state: State) -> None:
 
 
 @given(states)
+def test_the_herd_joins_exactly_when_decide_says_join(state: State) -> None:
+    """The herd's cached ``join_from`` agrees with decide's JOIN, both ways."""
+    assert (join_from(state) <= NOW < state.dead_at) == (decide(state, NOW) is Action.JOIN)
+
+
+@given(states)
 def test_never_serves_a_suspect_dead_or_hard_expired_token(state: State) -> None:
     """A possibly revoked, dead or hard-expired token is never served."""
     action = decide(state, NOW)
@@ -129,3 +136,32 @@ def test_a_stored_view_is_judged_by_the_same_table() -> None:
     assert decide(fresh, NOW) is Action.SERVE
     assert decide(attrs.evolve(fresh, suspect=True), NOW) is Action.REFRESH
     assert decide(attrs.evolve(fresh, stale_at=NOW), NOW) is Action.SERVE_AND_REFRESH
+
+
+@given(
+    st.lists(
+        st.sampled_from(["install", "distrust", "trust", "dead", "fly", "land", "reschedule"]),
+        max_size=12,
+    )
+)
+def test_a_key_state_keeps_its_hot_path_answers_derived(steps: list[str]) -> None:
+    """Whatever the transitions, KeyState's cached answers equal the pure functions'."""
+    state = KeyState(TokenKey.offline("my-store"))
+    flight = Flight()
+    for step in steps:
+        if step == "install":
+            state.install(EXPIRING, NOW + 100, NOW + 200, math.inf)
+        elif step == "distrust":
+            state.distrust()
+        elif step == "trust":
+            state.trust()
+        elif step == "dead":
+            state.mark_dead(NOW + 30)
+        elif step == "fly":
+            state.take_off(flight)
+        elif step == "land":
+            state.land(flight)
+        else:
+            state.reschedule(NOW + 50)
+        assert state.fresh_until == fresh_until(state)
+        assert state.join_from == join_from(state)

@@ -122,6 +122,18 @@ def fresh_until(state: DecisionInput) -> float:
     return min(state.stale_at, state.hard_at, state.dead_at)
 
 
+def join_from(state: DecisionInput) -> float:
+    """The wall time from which `decide` answers `Action.JOIN` (until ``dead_at``).
+
+    The herd's fast path caches this: ``join_from <= now < dead_at`` is
+    exactly `decide` saying JOIN. ``inf`` when there is nothing to join.
+    """
+    token = state.token
+    if state.flight is None or state.dead or token is None or not token.refreshable:
+        return math.inf
+    return -math.inf if state.suspect else state.hard_at
+
+
 @attrs.frozen
 class StoredView:
     """A token re-read from the store, judged as if it were the held one.

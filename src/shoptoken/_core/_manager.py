@@ -93,11 +93,12 @@ class TokenManager:
                 state.used = now
                 return state.token  # type: ignore[return-value]  # fresh_until > -inf only with a token
             flight = state.flight
-            if flight is not None and state.running and decide(state, now) is Action.JOIN:
-                # No valid token, its refresh in flight: wait for it. Joined
-                # here, a herd's callers each run one coroutine level less.
+            if flight is not None and state.join_from <= now < state.dead_at and state.running:
+                # decide() says JOIN (the cached answer): no valid token, its
+                # refresh in flight. Joined here, a herd's callers each run
+                # one coroutine level less.
                 state.used = now
-                await flight.wait()
+                await flight.done().wait()
                 return flight.result()
         return await self._valid_token_slow(key)
 
@@ -291,7 +292,7 @@ class TokenManager:
                 if loading is not None:
                     if loading is UNWAITED:
                         state.loading = loading = Flight()
-                    await loading.wait()
+                    await loading.done().wait()
                     if loading.error is not None:
                         raise copy_error(loading.error)  # we waited on a failed load
                     continue  # loaded now, or its loader was cancelled: look again

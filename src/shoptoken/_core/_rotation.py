@@ -75,7 +75,8 @@ class Rotator:
         flight = state.flight
         if flight is None:
             self.core.check_open()
-            flight = state.flight = Flight(replacing=replacing)
+            flight = Flight(replacing=replacing)
+            state.take_off(flight)
             held = state.token
             if (
                 replacing is not None
@@ -105,7 +106,7 @@ class Rotator:
                 if now < state.retry_at:
                     raise self.retry_later(state, now)
                 flight = self.start(state, reason=reason, replacing=replacing)
-            await flight.wait()
+            await flight.done().wait()
             token = flight.result()
             # A joined refresh may have been decided before our token went bad;
             # if it handed back the very token we must replace, go once more.
@@ -171,8 +172,7 @@ class Rotator:
                         error=describe(error),
                         reason="cut at shutdown_grace",
                     )
-                if state.flight is flight:
-                    state.flight = None
+                state.land(flight)
                 if error is not None:
                     self._failed(state, error, trusted=flight.distrusted)
                 else:

@@ -14,10 +14,10 @@ Phases (derived from the fields, never stored apart from them)::
 - DEAD: re-authorization required; the store is re-read at most every
   ``RefreshPolicy.recheck_interval`` seconds (``recheck_at``).
 
-Invariant: ``fresh_until`` (what the hot path reads) always equals
-`fresh_until(self) <shoptoken._core._decision.fresh_until>`, except that a
-retired state keeps ``-inf``. Only the methods below change the fields it
-depends on, and each re-derives it.
+Invariant: ``fresh_until`` and ``join_from`` (what the hot path reads)
+always equal `_decision.fresh_until` and `_decision.join_from` of the state,
+except that a retired state keeps ``-inf`` and ``inf``. Only the methods
+below change the fields they depend on, and each re-derives them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from ._decision import fresh_until
+from ._decision import fresh_until, join_from
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -57,6 +57,8 @@ class KeyState:
     token: Token | None = None
     #: The hot path's answer: the wall time until which ``token`` is served as is.
     fresh_until: float = -math.inf
+    #: The herd's answer: from this wall time (until ``dead_at``) callers join ``flight``.
+    join_from: float = math.inf
     #: When to refresh: the schedule's time, pushed later by a deferral.
     stale_at: float = math.inf
     hard_at: float = math.inf
@@ -70,6 +72,7 @@ class KeyState:
     failures: int = 0
     last_error: Exception | None = None
     retry_at: float = -math.inf
+    #: The refresh in flight; set and cleared with `take_off` and `land`.
     flight: Flight | None = None
     loading: Flight | None = None
     used: float = 0.0
@@ -96,7 +99,10 @@ class KeyState:
         return Phase.SUSPECT if self.suspect else Phase.LIVE
 
     def _derive(self) -> None:
-        self.fresh_until = -math.inf if self.retired else fresh_until(self)
+        if self.retired:
+            self.fresh_until, self.join_from = -math.inf, math.inf
+        else:
+            self.fresh_until, self.join_from = fresh_until(self), join_from(self)
 
     # -- transitions -----------------------------------------------------------------
 
@@ -108,6 +114,17 @@ class KeyState:
         self.deferrals = self.failures = 0
         self.last_error, self.retry_at = None, -math.inf
         self._derive()
+
+    def take_off(self, flight: Flight) -> None:
+        """``flight`` is the key's refresh in flight."""
+        self.flight = flight
+        self._derive()
+
+    def land(self, flight: Flight) -> None:
+        """``flight`` ended (if it is still the key's)."""
+        if self.flight is flight:
+            self.flight = None
+            self._derive()
 
     def distrust(self) -> None:
         """The token may be revoked (SUSPECT): a rotation of it answered, was lost or is forced."""
