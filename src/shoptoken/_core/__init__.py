@@ -3,6 +3,9 @@
 Read in this order: `_decision` (the one pure decision function), `_state`
 (a key's state machine), `_flight` and `_alarms` (the two performance
 primitives), `_store` (the store adapter), `_context` (what the parts share),
-`_rotation` (refresh, persist, install), `_supervision` (keeper tasks and the
-sweeper), and `_manager` (the public `TokenManager`).
+`_rotation` (single flight and backoff), `_exchange` (one refresh under the
+locks: re-read, decide, rotate, save, commit, install), `_contention` and
+`_saves` (stores shared with other processes, saves that failed),
+`_supervision` (keeper tasks and the sweeper), and `_manager` (the public
+`TokenManager`).
 """

@@ -24,6 +24,7 @@ from .._token import Token
 from ._contention import Contention
 from ._context import Core
 from ._decision import Action, decide
+from ._exchange import Exchange
 from ._flight import UNWAITED, Flight, copy_error
 from ._policy import RefreshPolicy
 from ._refresher import as_refresher
@@ -59,7 +60,9 @@ class TokenManager:
         self._core = core
         self._states = core.states
         self._clock = core.clock
-        self._rotator = Rotator(core, PendingSaves(core), Contention(core))
+        contention = Contention(core)
+        exchange = Exchange(core, PendingSaves(core), contention)
+        self._rotator = Rotator(core, exchange, contention)
         self._supervision = Supervision(core, self._rotator, self._load_unused)
         core.background.start_soon(self._supervision.sweep)
         core.background.start_soon(core.alarms.run)

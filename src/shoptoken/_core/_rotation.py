@@ -1,25 +1,18 @@
-"""Rotator: single-flight refresh, commit before serve, and saves retried until they land.
+"""Rotator: single-flight refresh, its outcome remembered on the key, and rechecks.
 
-One refresh per key runs at a time, in the manager's critical nursery and
-shielded from its callers' cancellation. Under the key's lock (and the
-store's cross-process lock when it has one) the decision is re-taken on the
-re-read token by `decide`; only then is Shopify asked. Every attempt ends in
-one of three outcomes:
-
-- rotated: Shopify revoked the old access token at once, so from the answer
-  on no caller gets it; the new pair is saved (for a locked store: its
-  transaction committed) and only then installed and handed out. A pair
-  whose save fails is kept in memory, served, and saved again with backoff.
-- not rotated (a definite answer): the held token stays as good as it was.
-- unknown (no usable answer): the held token may be revoked and is never
-  served again; the refresh is retried promptly with the old refresh token,
-  which Shopify's recovery window still accepts.
+One refresh per key runs at a time (a `Flight`), in the manager's critical
+nursery and shielded from its callers' cancellation: every caller joins it,
+and a cancelled caller never cuts a rotation Shopify may have performed.
+What the flight runs is an `Exchange`. A failure is remembered on the key
+with its backoff (``Retry-After`` as a floor): no request for the key is
+made before ``retry_at``, whoever asks. An unknown outcome leaves the held
+token suspect; a definite failure of a refresh that withheld it trusts it
+again.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -44,20 +37,10 @@ if TYPE_CHECKING:
     from .._token import Token
     from ._contention import Contention
     from ._context import Core
-    from ._saves import PendingSaves
+    from ._exchange import Exchange
     from ._state import KeyState
 
     Save = Callable[[Token], Awaitable[None]]
-
-
-@attrs.frozen
-class _Rotated:
-    """A rotation's new pair, and what became of its save."""
-
-    token: Token
-    obtained_at: float
-    started: float
-    save_error: PersistenceError | None
 
 
 @attrs.define(eq=False)
@@ -65,7 +48,7 @@ class Rotator:
     """Runs the refreshes, rechecks and pending saves of one manager."""
 
     core: Core
-    saves: PendingSaves
+    exchange: Exchange
     contention: Contention
 
     # -- single flight ---------------------------------------------------------------
@@ -146,9 +129,7 @@ class Rotator:
         with core.shielded():
             try:
                 draining = await self._drain(state, flight)
-                token = await self._refresh_locked(
-                    state, reason, flight.replacing, draining=draining
-                )
+                token = await self.exchange.run(state, reason, flight.replacing, draining=draining)
             except ShopTokenError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - a bug reaches callers as a refresh failure
@@ -219,264 +200,6 @@ class Rotator:
                 error=describe(error, held_secrets(state)),
                 retry_in=delay,
             )
-
-    # -- under the locks ---------------------------------------------------------------
-
-    async def _refresh_locked(
-        self, state: KeyState, reason: str, replacing: Token | None, *, draining: bool
-    ) -> Token:
-        core = self.core
-        key = state.key
-        async with core.limiter, state.locked():
-            if not core.is_current(state):
-                raise NoToken(f"{key} was forgotten", key=key)
-            core.raise_if_dead(state)
-            if state.unsaved is not None:
-                await self.saves.save_pending(state)
-            if core.store.locked is None:
-                stored = await self._reread(state, reason)
-                outcome = await self._rotate_or_adopt(
-                    state,
-                    stored,
-                    replacing,
-                    reason,
-                    lambda t: core.store.save(key, t),
-                    draining=draining,
-                )
-            else:
-                outcome = await self._under_store_lock(state, reason, replacing, draining=draining)
-            return self._land(state, outcome, reason) if isinstance(outcome, _Rotated) else outcome
-
-    async def _under_store_lock(
-        self, state: KeyState, reason: str, replacing: Token | None, *, draining: bool
-    ) -> Token | _Rotated:
-        """The refresh decision and rotation inside the store's cross-process lock.
-
-        The lock's transaction commits before anything is installed: a new
-        pair is handed out only once it is durable (a failed commit is a
-        failed save).
-        """
-        core = self.core
-        key = state.key
-        assert core.store.locked is not None  # noqa: S101 - only called for a locking store
-        urgent = replacing is not None or not self.contention.still_valid(state, draining=draining)
-        if not urgent:
-            # Another process or node may have rotated already (or be rotating,
-            # if we left it the lock last time): a plain read finds its pair
-            # without queueing for the lock.
-            adopted = await self.contention.adopt_stored(state, reason)
-            if adopted is not None:
-                return adopted
-        entered = await self.contention.enter(
-            state, core.store.locked, reason, urgent=urgent, draining=draining
-        )
-        if entered is None:
-            return self.contention.defer(state, reason, draining=draining)
-        handle_cm, handle = entered
-        try:
-            outcome = await self._rotate_or_adopt(
-                state,
-                handle.token,
-                replacing,
-                reason,
-                lambda t: core.store.run_save(key, t, handle.save, pass_key=False),
-                draining=draining,
-            )
-        except RefreshFailed as exc:
-            # An unknown outcome stored its revocation mark: commit it.
-            if exc.outcome_unknown:
-                await self._commit_quietly(handle_cm, state)
-            else:
-                await handle_cm.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        except BaseException as exc:
-            await handle_cm.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        try:
-            await handle_cm.__aexit__(None, None, None)  # the commit
-        except Exception as exc:  # noqa: BLE001 - a failed commit is a failed save
-            if isinstance(outcome, _Rotated) and outcome.save_error is None:
-                why = describe(exc, secrets_of(outcome.token))
-                error = PersistenceError(f"committing {key}'s new pair failed: {why}", key=key)
-                outcome = attrs.evolve(outcome, save_error=error)
-        return outcome
-
-    async def _commit_quietly(self, handle_cm: Any, state: KeyState) -> None:
-        try:
-            await handle_cm.__aexit__(None, None, None)
-        except Exception as exc:  # noqa: BLE001 - best effort; the refresh's own failure is raised
-            self.core.emit(
-                EventKind.PERSISTENCE_FAILED,
-                state,
-                error=describe(exc, held_secrets(state)),
-                reason="marking a possibly revoked token",
-            )
-
-    async def _reread(self, state: KeyState, reason: str) -> Token | None:
-        try:
-            return await self.core.store.load(state.key)
-        except PersistenceError as exc:
-            self.core.counters.loads_failed += 1
-            self.contention.store_stopped(state, exc, reason)
-            raise
-
-    # -- the decision on the re-read token, and the rotation ---------------------------
-
-    async def _rotate_or_adopt(
-        self,
-        state: KeyState,
-        stored: Token | None,
-        replacing: Token | None,
-        reason: str,
-        save: Save,
-        *,
-        draining: bool,
-    ) -> Token | _Rotated:
-        """Re-take the decision on the re-read token: adopt it, or rotate it and save."""
-        core = self.core
-        key = state.key
-        if state.unsaved is not None:
-            base = state.unsaved  # memory is newer than the store until the save lands
-        elif stored is None:
-            core.drop(state)
-            raise NoToken(f"{key} is no longer stored (deleted elsewhere)", key=key)
-        else:
-            base = stored
-        held = state.token
-        same = held is not None and base.access_token == held.access_token
-        view = StoredView(
-            base,
-            *_schedule.times(base, key, core.policy),
-            suspect=(replacing is not None and base.access_token == replacing.access_token)
-            or (state.suspect and same and not draining),
-        )
-        action = decide(view, core.clock())
-        if action is Action.REAUTHORIZE:
-            core.mark_dead(state, "the refresh token expired, or the token cannot be refreshed")
-            raise ReauthorizationRequired(f"{key} expired and cannot be refreshed", key=key)
-        if action is Action.SERVE:
-            if not same or state.suspect:
-                self.contention.adopt(state, base, reason)
-            return base
-        return await self._rotate(state, base, reason, save)
-
-    async def _rotate(self, state: KeyState, base: Token, reason: str, save: Save) -> _Rotated:
-        core = self.core
-        key = state.key
-        core.emit(EventKind.REFRESH_STARTED, state, reason=reason)
-        now = core.clock()
-        wait = core.gate.admit(now, core.policy.retry_initial)
-        if wait is not None:
-            core.counters.refreshes_paused += 1
-            raise RefreshFailed(
-                f"{key}: not refreshed: the app's credentials were rejected "
-                f"(invalid_client); the next probe is in {wait:.3g} s",
-                key=key,
-                status=401,
-                error="invalid_client",
-                retry_after=wait,
-                transient=False,
-            )
-        started, obtained_at = trio.current_time(), now
-        # From the moment the request may reach Shopify, the held access token
-        # may be revoked by it at any instant: callers wait for the answer
-        # rather than get a token that dies in their hands.
-        was_suspect = state.suspect
-        state.distrust()
-        try:
-            new = await core.refresher.refresh(key, base, clock=core.clock)
-        except ReauthorizationRequired as exc:
-            core.gate.answered()
-            core.counters.refreshes_failed += 1
-            core.mark_dead(state, describe(exc, secrets_of(base)))
-            raise
-        except Exception as exc:
-            error = self._refresh_error(state, base, exc, reason)
-            if error.outcome_unknown:
-                await self._mark_revoked(state, base, obtained_at, save)
-            elif not was_suspect:
-                state.trust()  # a definite answer: nothing was rotated
-            raise error from exc
-        core.gate.answered()
-        core.counters.refreshes_succeeded += 1
-        # Shopify revoked the old access token as it rotated: it stays suspect
-        # until the new pair is saved (committed) and installed.
-        try:
-            await save(new)
-        except PersistenceError as exc:
-            return _Rotated(new, obtained_at, started, exc)
-        return _Rotated(new, obtained_at, started, None)
-
-    async def _mark_revoked(self, state: KeyState, base: Token, sent_at: float, save: Save) -> None:
-        """Store ``base`` as expired at ``sent_at``: its access token may be revoked.
-
-        Every process that loads it then (this one after a restart, another
-        node) refreshes it before use, with its refresh token, which Shopify's
-        recovery window still accepts, instead of serving a revoked token.
-        Best effort: a failed save is reported and the pair kept as it was.
-        """
-        marked = attrs.evolve(base, expires_at=datetime.fromtimestamp(sent_at, UTC))
-        try:
-            await save(marked)
-        except PersistenceError as exc:
-            self.core.emit(
-                EventKind.PERSISTENCE_FAILED,
-                state,
-                error=describe(exc, secrets_of(base)),
-                reason="marking a possibly revoked token",
-            )
-
-    def _refresh_error(
-        self, state: KeyState, base: Token, exc: Exception, reason: str
-    ) -> RefreshFailed:
-        """Count and report a failed request; the `RefreshFailed` callers get."""
-        core = self.core
-        core.counters.refreshes_failed += 1
-        if isinstance(exc, RefreshFailed):
-            error = exc
-        else:
-            error = RefreshFailed(
-                f"refresher raised unexpectedly for {state.key}: {describe(exc, secrets_of(base))}",
-                key=state.key,
-                outcome_unknown=True,
-            )
-        if error.app_credentials_rejected:
-            core.gate.rejected(core.clock(), core.backoff(core.gate.failures + 1))
-            core.counters.app_credentials_rejected += 1
-            core.emit(
-                EventKind.APP_CREDENTIALS_REJECTED, state, error=describe(error), reason=reason
-            )
-        elif error.status is not None:
-            core.gate.answered()
-        else:
-            core.gate.unanswered()
-        if error.outcome_unknown:
-            core.counters.refreshes_outcome_unknown += 1
-        core.emit(
-            EventKind.REFRESH_FAILED,
-            state,
-            error=describe(error, secrets_of(base)),
-            reason=reason if not error.outcome_unknown else f"{reason}; outcome unknown",
-        )
-        return error
-
-    def _land(self, state: KeyState, rotated: _Rotated, reason: str) -> Token:
-        """Install a rotated pair: saved (committed), or held in memory until its save lands."""
-        core = self.core
-        if rotated.save_error is not None:
-            self.saves.failed(state, rotated.token, rotated.save_error, rotated.obtained_at)
-        else:
-            state.unsaved = None
-            core.install(state, rotated.token, obtained_at=rotated.obtained_at)
-        state.crashes = 0
-        core.emit(
-            EventKind.REFRESH_SUCCEEDED,
-            state,
-            expires_at=rotated.token.expires_at,
-            duration=trio.current_time() - rotated.started,
-            reason=reason,
-        )
-        return rotated.token
 
     # -- a key marked for re-authorization ----------------------------------------------
 
