@@ -17,7 +17,7 @@ import attrs
 
 from .._errors import LockTimeout, PersistenceError, ShopTokenError
 from .._events import EventKind, describe
-from . import _schedule
+from ._decision import Action
 from ._store import secrets_of
 
 if TYPE_CHECKING:
@@ -86,14 +86,10 @@ class Contention:
         try:
             stored = await core.store.load(state.key)
         except PersistenceError:
-            core.counters.loads_failed += 1
-            return None  # the locked re-read decides (and reports)
+            return None  # counted; the locked re-read decides (and reports)
         if stored is None or stored == state.token:
             return None
-        if (
-            _schedule.freshness(stored, state.key, core.clock(), core.policy)
-            is not _schedule.Freshness.FRESH
-        ):
+        if core.judge(state.key, stored) is not Action.SERVE:
             return None
         self.adopt(state, stored, reason)
         return stored

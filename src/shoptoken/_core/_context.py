@@ -19,8 +19,8 @@ from .._errors import NoToken, ReauthorizationRequired
 from .._events import Emitter, EventKind, TokenEvent
 from . import _schedule
 from ._alarms import AlarmClock, wake
+from ._decision import Action, StoredView, decide
 from ._gate import AppGate
-from ._statistics import Counters
 
 if TYPE_CHECKING:
     import random
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._policy import RefreshPolicy
     from ._refresher import Refresher
     from ._state import KeyState
+    from ._statistics import Counters
     from ._store import StoreAdapter
 
 
@@ -47,6 +48,7 @@ class Core:
         emitter: Where events go (structlog and the app's hooks).
         critical: The nursery of refreshes and saves (shielded; graced at exit).
         background: The nursery of keeper tasks, the alarm clock and the sweeper.
+        counters: The running counters (the store adapter counts failed loads in them).
         states: Every key in memory.
         parked: Parked keys, with the epoch time their refresh token expires.
     """
@@ -59,9 +61,9 @@ class Core:
     emitter: Emitter
     critical: trio.Nursery
     background: trio.Nursery
+    counters: Counters
     states: dict[TokenKey, KeyState] = attrs.field(factory=dict, init=False)
     parked: dict[TokenKey, float] = attrs.field(factory=dict, init=False)
-    counters: Counters = attrs.field(factory=Counters, init=False)
     alarms: AlarmClock = attrs.field(factory=AlarmClock, init=False)
     gate: AppGate = attrs.field(factory=AppGate, init=False)
     limiter: trio.CapacityLimiter = attrs.field(init=False)
@@ -95,6 +97,16 @@ class Core:
             stale_at += min(self.rng.random() * spread, (hard_at - stale_at) / 2)
         state.install(token, stale_at, hard_at, dead_at)
         wake(state)
+
+    def judge(self, key: TokenKey, token: Token, *, suspect: bool = False) -> Action:
+        """`decide` about a token read from the store, as if it were the held one.
+
+        Nothing is in flight and no backoff applies (this is the refresh, or
+        a recheck), so the answer is SERVE (take it as is), SERVE_AND_REFRESH
+        or REFRESH (rotate it), or REAUTHORIZE.
+        """
+        view = StoredView(token, *_schedule.times(token, key, self.policy), suspect=suspect)
+        return decide(view, self.clock())
 
     def mark_dead(self, state: KeyState, why: str) -> None:
         """Mark the key for re-authorization (once), and stop its keeper."""

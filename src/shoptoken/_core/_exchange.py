@@ -26,9 +26,8 @@ import trio
 
 from .._errors import NoToken, PersistenceError, ReauthorizationRequired, RefreshFailed
 from .._events import EventKind, describe
-from . import _schedule
 from ._contention import held_secrets
-from ._decision import Action, StoredView, decide
+from ._decision import Action
 from ._store import secrets_of
 
 if TYPE_CHECKING:
@@ -120,7 +119,7 @@ class Exchange:
                 handle.token,
                 replacing,
                 reason,
-                lambda t: core.store.run_save(key, t, handle.save, pass_key=False),
+                lambda t: core.store.run_save(key, t, handle.save),
                 draining=draining,
             )
         except RefreshFailed as exc:
@@ -157,7 +156,6 @@ class Exchange:
         try:
             return await self.core.store.load(state.key)
         except PersistenceError as exc:
-            self.core.counters.loads_failed += 1
             self.contention.store_stopped(state, exc, reason)
             raise
 
@@ -185,13 +183,12 @@ class Exchange:
             base = stored
         held = state.token
         same = held is not None and base.access_token == held.access_token
-        view = StoredView(
+        action = core.judge(
+            key,
             base,
-            *_schedule.times(base, key, core.policy),
             suspect=(replacing is not None and base.access_token == replacing.access_token)
             or (state.suspect and same and not draining),
         )
-        action = decide(view, core.clock())
         if action is Action.REAUTHORIZE:
             core.mark_dead(state, "the refresh token expired, or the token cannot be refreshed")
             raise ReauthorizationRequired(f"{key} expired and cannot be refreshed", key=key)

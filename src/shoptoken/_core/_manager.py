@@ -31,7 +31,7 @@ from ._refresher import as_refresher
 from ._rotation import Rotator
 from ._saves import PendingSaves
 from ._state import KeyState
-from ._statistics import TokenManagerStatistics
+from ._statistics import Counters, TokenManagerStatistics
 from ._store import StoreAdapter
 from ._supervision import Supervision
 
@@ -319,7 +319,6 @@ class TokenManager:
             try:
                 token = await core.store.load(key, bounded=False)
             except PersistenceError as exc:
-                core.counters.loads_failed += 1
                 error = exc
                 raise
             if token is None:
@@ -376,17 +375,19 @@ async def open_token_manager(
         msg = f"{type(callback).__name__} is not a TokenCallback (load_tokens/save_tokens)"
         raise TypeError(msg)
     policy = policy or RefreshPolicy()
+    counters = Counters()
     body_error: BaseException | None = None
     async with trio.open_nursery() as critical, trio.open_nursery() as background:
         core = Core(
             routed,
-            StoreAdapter(callback, policy.store_timeout),
+            StoreAdapter(callback, policy.store_timeout, counters),
             policy,
             clock,
             rng or random.Random(),  # noqa: S311 - retry jitter, not cryptography
             Emitter(list(hooks)),
             critical,
             background,
+            counters,
         )
         try:
             yield TokenManager(core)

@@ -25,9 +25,8 @@ from .._errors import (
     ShopTokenError,
 )
 from .._events import EventKind, describe
-from . import _schedule
 from ._contention import held_secrets
-from ._decision import Action, StoredView, decide
+from ._decision import Action
 from ._flight import Flight, copy_error
 from ._store import secrets_of
 
@@ -222,7 +221,6 @@ class Rotator:
             try:
                 stored = await core.store.load(state.key)
             except PersistenceError as exc:
-                core.counters.loads_failed += 1
                 self.contention.store_stopped(state, exc, "recheck")
                 return
             if stored is None:
@@ -230,10 +228,7 @@ class Rotator:
                 raise NoToken(f"{state.key} is no longer stored (deleted elsewhere)", key=state.key)
             if stored == state.token:
                 return
-            view = StoredView(
-                stored, *_schedule.times(stored, state.key, core.policy), suspect=False
-            )
-            if decide(view, now) is Action.REAUTHORIZE:
+            if core.judge(state.key, stored) is Action.REAUTHORIZE:
                 return
             core.install(state, stored)
             core.emit(EventKind.KEY_REAUTHORIZED, state, expires_at=stored.expires_at)

@@ -86,7 +86,7 @@ class PendingSaves:
             stored = handle.token
             if stored is not None and _newer(stored, token):
                 return stored
-            await store.run_save(state.key, token, handle.save, pass_key=False)
+            await store.run_save(state.key, token, handle.save)
         return None
 
     async def _retry(self, state: KeyState) -> None:

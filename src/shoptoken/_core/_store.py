@@ -1,15 +1,16 @@
 """StoreAdapter: the user's `TokenCallback`, its capabilities detected once, its calls bounded.
 
 The core never looks at the callback itself: it asks this adapter, which
-found the optional capabilities (``locked``, ``delete_tokens``,
-``list_keys``) once at start-up, wraps every failure in `PersistenceError`
+found the optional capabilities (``locked``, ``delete_tokens``) once at
+start-up, wraps every failure in `PersistenceError`
 (scrubbed of the secrets it may quote), checks that a load returns a `Token`,
 and bounds the calls a refresh makes by ``store_timeout``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,9 @@ from .._events import describe
 from .._token import Token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from .._keys import TokenKey
     from .._persistence import LockedToken, TokenCallback
+    from ._statistics import Counters
 
 Locked = Callable[..., AbstractAsyncContextManager["LockedToken"]]
 
@@ -52,20 +52,20 @@ class StoreAdapter:
     Attributes:
         callback: The user's `TokenCallback`.
         timeout: ``store_timeout``: the bound on a refresh's store calls.
+        counters: Where failed loads are counted (``loads_failed``).
         locked: The store's cross-process lock (``SupportsLocked.locked``),
             or None when it has none.
     """
 
     callback: TokenCallback
     timeout: float
+    counters: Counters
     locked: Locked | None = attrs.field(init=False)
     _delete: Callable[[TokenKey], Any] | None = attrs.field(init=False)
-    _list_keys: Callable[[], AsyncIterator[TokenKey]] | None = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.locked = getattr(self.callback, "locked", None)
         self._delete = getattr(self.callback, "delete_tokens", None)
-        self._list_keys = getattr(self.callback, "list_keys", None)
 
     async def load(self, key: TokenKey, *, bounded: bool = True) -> Token | None:
         """Load ``key``'s token (bounded by ``timeout`` unless a first load).
@@ -73,7 +73,8 @@ class StoreAdapter:
         First loads are bounded by their caller's own cancel scope instead.
 
         Raises:
-            PersistenceError: The store failed, hung, or returned a non-Token.
+            PersistenceError: The store failed, hung, or returned a non-Token
+                (counted in ``loads_failed``).
         """
         try:
             if bounded:
@@ -82,11 +83,14 @@ class StoreAdapter:
             else:
                 token = await self.callback.load_tokens(key)
         except PersistenceError:
+            self.counters.loads_failed += 1
             raise
         except Exception as exc:
+            self.counters.loads_failed += 1
             msg = f"load_tokens failed for {key}: {describe(exc)}"
             raise PersistenceError(msg, key=key) from exc
         if token is not None and not isinstance(token, Token):
+            self.counters.loads_failed += 1
             msg = f"load_tokens returned {type(token).__name__}, not Token, for {key}"
             raise PersistenceError(msg, key=key)
         return token
@@ -97,15 +101,15 @@ class StoreAdapter:
         Raises:
             PersistenceError: The store failed or hung (the message names no secret).
         """
-        await self.run_save(key, token, self.callback.save_tokens)
+        await self.run_save(key, token, functools.partial(self.callback.save_tokens, key))
 
     async def run_save(
-        self, key: TokenKey, token: Token, save: Callable[..., Any], *, pass_key: bool = True
+        self, key: TokenKey, token: Token, save: Callable[[Token], Awaitable[None]]
     ) -> None:
-        """Run one save function (the callback's, or a locked handle's), bounded and wrapped."""
+        """Run one save (the callback's, or a locked handle's ``save``), bounded and wrapped."""
         try:
             with store_deadline("save_tokens", key, self.timeout):
-                await (save(key, token) if pass_key else save(token))
+                await save(token)
         except PersistenceError:
             raise
         except Exception as exc:
@@ -126,7 +130,3 @@ class StoreAdapter:
             msg = f"delete_tokens failed for {key}: {describe(exc, secrets_of(held))}"
             raise PersistenceError(msg, key=key) from exc
         return True
-
-    def list_keys(self) -> AsyncIterator[TokenKey] | None:
-        """Every stored key, or None when the store cannot list them."""
-        return None if self._list_keys is None else self._list_keys()
