@@ -145,12 +145,7 @@ class Exchange:
         try:
             await handle_cm.__aexit__(None, None, None)
         except Exception as exc:  # noqa: BLE001 - best effort; the refresh's own failure is raised
-            self.core.emit(
-                EventKind.PERSISTENCE_FAILED,
-                state,
-                error=describe(exc, held_secrets(state)),
-                reason="marking a possibly revoked token",
-            )
+            self._mark_failed(state, exc)
 
     async def _reread(self, state: KeyState, reason: str) -> Token | None:
         try:
@@ -257,12 +252,16 @@ class Exchange:
         try:
             await save(marked)
         except PersistenceError as exc:
-            self.core.emit(
-                EventKind.PERSISTENCE_FAILED,
-                state,
-                error=describe(exc, secrets_of(base)),
-                reason="marking a possibly revoked token",
-            )
+            self._mark_failed(state, exc)
+
+    def _mark_failed(self, state: KeyState, exc: Exception) -> None:
+        """Report that a possibly revoked pair could not be marked in the store."""
+        self.core.emit(
+            EventKind.PERSISTENCE_FAILED,
+            state,
+            error=describe(exc, held_secrets(state)),
+            reason="marking a possibly revoked token",
+        )
 
     def _refresh_error(
         self, state: KeyState, base: Token, exc: Exception, reason: str

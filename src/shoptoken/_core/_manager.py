@@ -30,7 +30,7 @@ from ._policy import RefreshPolicy
 from ._refresher import as_refresher
 from ._rotation import Rotator
 from ._saves import PendingSaves
-from ._state import KeyState
+from ._state import KeyState, Phase
 from ._statistics import Counters, TokenManagerStatistics
 from ._store import StoreAdapter
 from ._supervision import Supervision
@@ -240,8 +240,8 @@ class TokenManager:
             keys_known=len(self._states) + len(core.parked),
             keys_active=sum(1 for s in states if s.running),
             keys_parked=len(core.parked),
-            keys_reauthorization_required=sum(1 for s in states if s.dead),
-            keys_suspect=sum(1 for s in states if s.suspect and not s.dead),
+            keys_reauthorization_required=sum(1 for s in states if s.phase is Phase.DEAD),
+            keys_suspect=sum(1 for s in states if s.phase is Phase.SUSPECT),
             refreshes_in_flight=sum(1 for s in states if s.flight is not None),
             refreshes_succeeded=c.refreshes_succeeded,
             refreshes_failed=c.refreshes_failed,
