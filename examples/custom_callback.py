@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS shopify_tokens (
     scope TEXT NOT NULL,
     expires_at INTEGER,                 -- microseconds since the epoch, UTC; NULL: never
     refresh_token_expires_at INTEGER,
+    obtained_at INTEGER,                -- when it was obtained: fixes its refresh time
     associated_user_id INTEGER,         -- online tokens
     associated_user_scope TEXT,
     updated_at TEXT NOT NULL
@@ -66,15 +67,16 @@ CREATE TABLE IF NOT EXISTS shopify_tokens (
 """
 _COLUMNS: Final = (
     "access_token, refresh_token, scope, expires_at, refresh_token_expires_at,"
-    " associated_user_id, associated_user_scope"
+    " obtained_at, associated_user_id, associated_user_scope"
 )
 _UPSERT: Final = f"""
 INSERT INTO shopify_tokens (token_key, {_COLUMNS}, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (token_key) DO UPDATE SET
     access_token = excluded.access_token, refresh_token = excluded.refresh_token,
     scope = excluded.scope, expires_at = excluded.expires_at,
     refresh_token_expires_at = excluded.refresh_token_expires_at,
+    obtained_at = excluded.obtained_at,
     associated_user_id = excluded.associated_user_id,
     associated_user_scope = excluded.associated_user_scope,
     updated_at = excluded.updated_at
@@ -131,13 +133,14 @@ class AppTokenTable:
         row = await self._run(functools.partial(_select, key=str(key)))
         if row is None:
             return None
-        access, refresh, scope, expires, refresh_expires, user_id, user_scope = row
+        access, refresh, scope, expires, refresh_expires, obtained, user_id, user_scope = row
         return Token(
             access_token=access,
             refresh_token=refresh,
             scope=scope,
             expires_at=_from_micros(expires),
             refresh_token_expires_at=_from_micros(refresh_expires),
+            obtained_at=_from_micros(obtained),
             associated_user_id=user_id,
             associated_user_scope=user_scope,
         )
@@ -151,6 +154,7 @@ class AppTokenTable:
             token.scope,
             _to_micros(token.expires_at),
             _to_micros(token.refresh_token_expires_at),
+            _to_micros(token.obtained_at),
             token.associated_user_id,
             token.associated_user_scope,
             datetime.now(UTC).isoformat(timespec="seconds"),

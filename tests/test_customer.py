@@ -343,7 +343,9 @@ async def test_exchange_code_public_client(
         "code": CODE,
         "code_verifier": RFC_VERIFIER,
     }
-    assert token == Token(access_token=NEW_ACCESS, refresh_token=NEW_REFRESH, expires_at=at(3600))
+    assert token == Token(
+        access_token=NEW_ACCESS, refresh_token=NEW_REFRESH, expires_at=at(3600), obtained_at=at(0)
+    )
     assert clock.readings == 1
 
 
@@ -445,7 +447,9 @@ async def test_refresh_success_dated_from_send_time(
     """A 200 answer becomes a Token dated from the constructor clock, id_token dropped."""
     with captured_events() as logs:
         token = await public.refresh(KEY, TOKEN)
-    assert token == Token(access_token=NEW_ACCESS, refresh_token=NEW_REFRESH, expires_at=at(3600))
+    assert token == Token(
+        access_token=NEW_ACCESS, refresh_token=NEW_REFRESH, expires_at=at(3600), obtained_at=at(0)
+    )
     assert clock.readings == 1
     assert ID_TOKEN not in repr(logs)
     assert ID_TOKEN not in repr(token)

@@ -226,6 +226,7 @@ async def test_exchange_code_request_and_token(
         scope="read_orders",
         expires_at=at(3600),
         refresh_token_expires_at=at(7_776_000),
+        obtained_at=at(0),
     )
     assert clock.readings == 1
 

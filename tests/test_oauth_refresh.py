@@ -106,6 +106,7 @@ async def test_success_dated_from_send_time(oauth: ShopifyOAuth, clock: FakeCloc
         scope="read_orders,write_orders",
         expires_at=at(3600),
         refresh_token_expires_at=at(7_776_000),
+        obtained_at=at(0),
     )
     assert clock.readings == 1
 

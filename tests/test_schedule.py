@@ -38,6 +38,7 @@ def token(
     expires: float | None = EPOCH + 3600,
     refresh: bool = True,
     refresh_expires: float | None = EPOCH + 90 * DAY,
+    obtained: float | None = None,
 ) -> Token:
     """A token expiring at epoch ``expires``, refreshable unless told otherwise."""
     return Token(
@@ -45,6 +46,7 @@ def token(
         refresh_token="shprt_r" if refresh else None,
         expires_at=None if expires is None else at(expires),
         refresh_token_expires_at=None if refresh_expires is None else at(refresh_expires),
+        obtained_at=None if obtained is None else at(obtained),
     )
 
 
@@ -123,10 +125,12 @@ def test_refresh_at_lies_in_policy_window(
     """A long-lived refreshable token goes stale in [exp - before - jitter, exp - before]."""
     policy = RefreshPolicy(refresh_before=refresh_before, jitter=jitter)
     lifetime = 2 * (refresh_before + jitter) + extra
-    tok = token(expires=EPOCH + lifetime, refresh_expires=None)
+    tok = token(
+        expires=EPOCH + lifetime, refresh_expires=None, obtained=EPOCH if with_obtained else None
+    )
     assert tok.expires_at is not None
     expires = tok.expires_at.timestamp()
-    result = refresh_at(tok, key, policy, obtained_at=EPOCH if with_obtained else None)
+    result = refresh_at(tok, key, policy)
     assert expires - refresh_before - jitter <= result <= expires - refresh_before
 
 
@@ -134,7 +138,7 @@ def test_refresh_at_exact_with_jitter_off() -> None:
     """Without jitter a token goes stale exactly refresh_before before expiry."""
     policy = RefreshPolicy(refresh_before=300.0, jitter=0.0)
     assert refresh_at(token(), KEY, policy) == EPOCH + 3300.0
-    assert refresh_at(token(), KEY, policy, obtained_at=EPOCH) == EPOCH + 3300.0
+    assert refresh_at(token(obtained=EPOCH), KEY, policy) == EPOCH + 3300.0
 
 
 def test_refresh_at_uses_the_keys_offset() -> None:
@@ -147,8 +151,8 @@ def test_refresh_at_uses_the_keys_offset() -> None:
 def test_refresh_at_short_lifetime_is_mid_life() -> None:
     """A just-obtained token living less than the lead refreshes at mid-life."""
     policy = RefreshPolicy(refresh_before=300.0, jitter=60.0)
-    tok = token(expires=EPOCH + 200.0)
-    assert refresh_at(tok, KEY, policy, obtained_at=EPOCH) == EPOCH + 100.0
+    tok = token(expires=EPOCH + 200.0, obtained=EPOCH)
+    assert refresh_at(tok, KEY, policy) == EPOCH + 100.0
 
 
 @given(
@@ -161,8 +165,8 @@ def test_refresh_at_never_at_or_before_obtained(
 ) -> None:
     """With obtained_at, the refresh time is always after it (no refresh loop)."""
     policy = RefreshPolicy(refresh_before=refresh_before)
-    tok = token(expires=EPOCH + lifetime, refresh_expires=None)
-    assert refresh_at(tok, key, policy, obtained_at=EPOCH) > EPOCH
+    tok = token(expires=EPOCH + lifetime, refresh_expires=None, obtained=EPOCH)
+    assert refresh_at(tok, key, policy) > EPOCH
 
 
 def test_refresh_at_capped_at_refresh_token_expiry() -> None:
@@ -170,7 +174,7 @@ def test_refresh_at_capped_at_refresh_token_expiry() -> None:
     policy = RefreshPolicy()
     tok = token(refresh_expires=EPOCH + 100.0)
     assert refresh_at(tok, KEY, policy) == EPOCH + 100.0
-    assert refresh_at(tok, KEY, policy, obtained_at=EPOCH) == EPOCH + 100.0
+    assert refresh_at(attrs.evolve(tok, obtained_at=at(EPOCH)), KEY, policy) == EPOCH + 100.0
 
 
 @pytest.mark.parametrize("refresh", [True, False])
@@ -178,7 +182,7 @@ def test_refresh_at_non_expiring_is_inf(refresh: bool) -> None:
     """A token without expiry never turns stale."""
     tok = token(expires=None, refresh=refresh)
     assert refresh_at(tok, KEY, RefreshPolicy()) == math.inf
-    assert refresh_at(tok, KEY, RefreshPolicy(), obtained_at=EPOCH) == math.inf
+    assert refresh_at(attrs.evolve(tok, obtained_at=at(EPOCH)), KEY, RefreshPolicy()) == math.inf
 
 
 def test_refresh_at_without_refresh_token_is_hard_expiry() -> None:

@@ -92,6 +92,7 @@ def test_repr_and_str_never_show_secrets(access: str, refresh: str) -> None:
         refresh_token_expires_at=SENT + timedelta(days=90),
         associated_user_id=42,
         associated_user_scope="read_orders",
+        obtained_at=SENT,
     )
     blank = attrs.evolve(token, access_token="A", refresh_token="R")
     assert repr(token) == repr(blank)
@@ -150,7 +151,7 @@ def test_sent_constant_matches_epoch() -> None:
 
 
 def test_parse_offline_response() -> None:
-    """Both lifetimes count exactly from sent_at."""
+    """Both lifetimes count exactly from sent_at, which is when the token was obtained."""
     token = parse_token_response(_full_body(), sent_at=SENT_AT)
     assert token == Token(
         access_token=ACCESS,
@@ -158,6 +159,7 @@ def test_parse_offline_response() -> None:
         scope="read_orders,write_products",
         expires_at=SENT + timedelta(seconds=3600),
         refresh_token_expires_at=SENT + timedelta(days=90),
+        obtained_at=SENT,
     )
 
 
@@ -195,6 +197,7 @@ def test_parse_online_response() -> None:
         expires_at=SENT + timedelta(seconds=86399),
         associated_user_id=42,
         associated_user_scope="read_orders",
+        obtained_at=SENT,
     )
 
 
@@ -218,7 +221,7 @@ def test_parse_missing_expires_in_without_refresh_token_is_non_expiring() -> Non
     """Without expires_in and refresh token the token never expires, silently."""
     with captured_events() as logs:
         token = parse_token_response({"access_token": ACCESS, "scope": "x"}, sent_at=SENT_AT)
-    assert token == Token(access_token=ACCESS, scope="x")
+    assert token == Token(access_token=ACCESS, scope="x", obtained_at=SENT)
     assert token.expires_at is None
     assert logs == []
 

@@ -55,6 +55,10 @@ class Token:
         refresh_token_expires_at: When the refresh token expires, if known.
         associated_user_id: The staff user of an online token.
         associated_user_scope: That user's scopes (online tokens).
+        obtained_at: When the token was obtained (the wall time its request
+            was sent), if known. Every token the manager obtains carries it,
+            and the stores keep it: it fixes the token's refresh time (see
+            `RefreshPolicy.refresh_before`) the same way in every process.
     """
 
     access_token: str = attrs.field(repr=False, validator=attrs.validators.instance_of(str))
@@ -64,6 +68,7 @@ class Token:
     refresh_token_expires_at: datetime | None = attrs.field(default=None, converter=_utc)
     associated_user_id: int | None = None
     associated_user_scope: str | None = None
+    obtained_at: datetime | None = attrs.field(default=None, converter=_utc)
 
     def __attrs_post_init__(self) -> None:
         if not self.access_token:
@@ -182,4 +187,5 @@ def parse_token_response(data: object, *, sent_at: float) -> Token:
         ),
         associated_user_id=user_id,
         associated_user_scope=_optional_str(data, "associated_user_scope"),
+        obtained_at=base,
     )

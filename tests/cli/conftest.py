@@ -143,6 +143,19 @@ def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'tokens.db'}"
 
 
+def install_stale(fake: FakeShopify, key: TokenKey) -> Token:
+    """Install ``key``'s shop with a 200 s token, stale at once under the 300 s lead.
+
+    Undated (as a token stored by an earlier version is): a dated one would
+    be refreshed at mid-life instead.
+    """
+    lifetime, fake.access_lifetime = fake.access_lifetime, 200
+    try:
+        return attrs.evolve(fake.install(key.shop), obtained_at=None)
+    finally:
+        fake.access_lifetime = lifetime
+
+
 def save(url: str, tokens: dict[TokenKey, Token]) -> None:
     """Store ``tokens`` in the SQLite store at ``url`` (from a synchronous test)."""
 

@@ -21,7 +21,7 @@ from shoptoken.cli._run import Daemon
 from shoptoken.testing import FakeShopify
 
 from .._logs import captured_events
-from .conftest import FAKE_TOKEN, Served, child_env, load, save, spawn
+from .conftest import FAKE_TOKEN, Served, child_env, install_stale, load, save, spawn
 
 STALE = TokenKey.offline("stale-store")
 FRESH = TokenKey.offline("fresh-store")
@@ -84,8 +84,7 @@ def _env(served: Served) -> dict[str, str]:
 
 def test_sigterm_lets_the_refresh_in_flight_save(served: Served, db: str) -> None:
     """SIGTERM mid-refresh: the rotated pair is still saved, and the process exits 0."""
-    served.fake.access_lifetime = 200  # shorter than the 300 s lead: stale at once
-    old = served.fake.install(STALE.shop)
+    old = install_stale(served.fake, STALE)
     save(db, {STALE: old})
     served.fake.latency = 1.0  # the refresh is in flight for a second
     with spawn("run", "--store", db, "--log-level", "debug", env=_env(served)) as process:

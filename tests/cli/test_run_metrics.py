@@ -9,7 +9,7 @@ import pytest
 
 from shoptoken import TokenKey
 
-from .conftest import FAKE_TOKEN, Cli, Served, child_env, save, spawn
+from .conftest import FAKE_TOKEN, Cli, Served, child_env, install_stale, save, spawn
 from .test_run import Lines
 
 pytest.importorskip("prometheus_client")
@@ -31,9 +31,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_scrape_of_a_running_daemon(served: Served, db: str) -> None:
     """/metrics shows the refresh the daemon made and its keys; /healthz is 200 ok."""
-    served.fake.access_lifetime = 200  # shorter than the 300 s lead: stale at once
-    save(db, {STALE: served.fake.install(STALE.shop)})
-    served.fake.access_lifetime = 3600
+    save(db, {STALE: install_stale(served.fake, STALE)})
     save(db, {FRESH: served.fake.install(FRESH.shop)})
     args = ("run", "--store", db, "--metrics", "127.0.0.1:0")
     with spawn(*args, env=child_env(**served.env)) as process:

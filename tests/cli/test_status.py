@@ -106,6 +106,28 @@ def test_policy_options_move_the_stale_line(offline_cli: Cli, db: str) -> None:
     assert states["offline:stale-shop.myshopify.com"] == "fresh"
 
 
+def test_a_lead_beyond_half_the_lifetime_is_stale_at_mid_life_as_for_run(
+    offline_cli: Cli, db: str
+) -> None:
+    """With --refresh-before above half the lifetime, a token is fresh until mid-life.
+
+    That is when `run` refreshes it (the one rule of tests/core/test_refresh_time.py).
+    """
+    young, old = TokenKey.offline("young-shop"), TokenKey.offline("old-shop")
+    save(
+        db,
+        {
+            key: Token("shpat_fake_h", "shprt_fake_h", "", _at(3600 - age), obtained_at=_at(-age))
+            for key, age in ((young, 1000.0), (old, 2000.0))
+        },
+    )
+    result = offline_cli.invoke(
+        "status", "--json", "--store", db, "--refresh-before", "3000", "--jitter", "0"
+    )
+    states = {row["key"]: row["state"] for row in json.loads(result.stdout)}
+    assert states == {str(young): "fresh", str(old): "stale"}
+
+
 def test_empty_store(offline_cli: Cli, db: str) -> None:
     """An empty store says so; its JSON is an empty array."""
     save(db, {})

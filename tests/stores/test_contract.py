@@ -44,6 +44,7 @@ FULL = Token(
     refresh_token_expires_at=datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
     associated_user_id=9_007_199_254_740_993,  # beyond a float's exact integers
     associated_user_scope="read_products,write_orders",
+    obtained_at=datetime(2031, 5, 6, 6, 8, 9, 123457, tzinfo=timezone(timedelta(hours=-7))),
 )
 BARE = Token(access_token="shpat_legacy")
 
@@ -78,7 +79,7 @@ async def test_round_trip(backend: Backend, store: Store, key: TokenKey, token: 
     for reader in (store, await backend.open()):
         loaded = await reader.load_tokens(key)
         assert loaded == token
-        for value in (loaded.expires_at, loaded.refresh_token_expires_at):
+        for value in (loaded.expires_at, loaded.refresh_token_expires_at, loaded.obtained_at):
             assert value is None or value.tzinfo is UTC
     if token.expires_at is not None:
         assert loaded.expires_at.microsecond == token.expires_at.microsecond

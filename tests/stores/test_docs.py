@@ -17,10 +17,11 @@ def _blocks(language: str) -> list[str]:
 
 
 def test_schema_sql_is_the_stores_own() -> None:
-    """The page's two CREATE TABLE statements are exactly what the stores create."""
+    """The page's CREATE TABLE and ALTER TABLE statements are exactly what the stores run."""
     assert [block.strip() for block in _blocks("sql")] == [
         SQLiteStore.schema_sql(),
         PostgresStore.schema_sql(),
+        PostgresStore.upgrade_sql() + ";",
     ]
 
 

@@ -80,11 +80,12 @@ async def test_schema_matches_the_documented_sql(table: Table) -> None:
         "refresh_token_expires_at",
         "associated_user_id",
         "associated_user_scope",
+        "obtained_at",
         "refresh_generation",
         "updated_at",
     ]
     types = {name: kind for name, kind, _ in columns}
-    assert types["expires_at"] == "timestamp with time zone"
+    assert types["expires_at"] == types["obtained_at"] == "timestamp with time zone"
     assert types["refresh_generation"] == "bigint"
     assert PostgresStore.schema_sql().startswith("CREATE TABLE IF NOT EXISTS")
 
@@ -240,6 +241,21 @@ async def test_missing_table_names_the_fix(pg_dsn: str, pg_schema: str) -> None:
     async with PostgresStore(pg_dsn, schema=pg_schema, table="never_created") as store:
         with pytest.raises(PersistenceError, match=r"42P01.*create_schema"):
             await store.load_tokens(KEY)
+
+
+async def test_a_table_of_an_earlier_version_names_the_fix_and_upgrades(table: Table) -> None:
+    """A table without obtained_at: reads say how to upgrade; create_schema() upgrades it."""
+    token = attrs.evolve(TOKEN, obtained_at=datetime(2029, 12, 31, 23, 0, tzinfo=UTC))
+    async with table.store() as store:
+        await store.save_tokens(KEY, TOKEN)
+        pg_execute(table.dsn, f"ALTER TABLE {table.qualified} DROP COLUMN obtained_at")
+        with pytest.raises(PersistenceError, match=r"42703.*earlier shoptoken.*create_schema"):
+            await store.load_tokens(KEY)
+        await store.create_schema()
+        await store.create_schema()  # idempotent
+        assert await store.load_tokens(KEY) == TOKEN
+        await store.save_tokens(KEY, token)
+        assert await store.load_tokens(KEY) == token
 
 
 async def test_errors_never_quote_a_row(table: Table) -> None:

@@ -6,6 +6,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -166,3 +167,44 @@ async def test_reads_never_create_the_table(tmp_path: Path) -> None:
         await store.save_tokens(KEY, TOKEN)
         assert await store.load_tokens(KEY) == TOKEN
         assert [key async for key in store.list_keys()] == [KEY]
+
+
+def _table_of_an_earlier_version(path: Path) -> None:
+    """The table as shoptoken created it before tokens carried obtained_at, with one row."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(SQLiteStore.schema_sql())
+        conn.execute("ALTER TABLE shoptoken_tokens DROP COLUMN obtained_at")
+        conn.execute(
+            "INSERT INTO shoptoken_tokens (key, kind, shop, access_token, refresh_token, scope,"
+            " expires_at, updated_at) VALUES (?, 'offline', ?, 'shpat_one', 'shprt_one', '', ?, 0)",
+            (str(KEY), KEY.shop, 1_893_456_000_000_001),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_reads_of_a_table_of_an_earlier_version_never_upgrade_it(tmp_path: Path) -> None:
+    """A table without obtained_at reads as before (None) and is left as it was."""
+    path = tmp_path / "tokens.db"
+    _table_of_an_earlier_version(path)
+    before = path.read_bytes()
+    async with SQLiteStore(path) as store:
+        assert await store.load_tokens(KEY) == TOKEN
+        assert [key async for key in store.list_keys()] == [KEY]
+    assert path.read_bytes() == before
+
+
+async def test_the_first_write_upgrades_a_table_of_an_earlier_version(tmp_path: Path) -> None:
+    """The first write adds the column; the rows already there keep every field."""
+    path = tmp_path / "tokens.db"
+    _table_of_an_earlier_version(path)
+    dated = attrs.evolve(TOKEN, obtained_at=datetime(2029, 12, 31, 23, 0, tzinfo=UTC))
+    async with SQLiteStore(path) as store:
+        await store.save_tokens(OTHER, dated)
+        assert await store.load_tokens(KEY) == TOKEN
+        assert await store.load_tokens(OTHER) == dated
+    async with SQLiteStore(path) as store, store.locked(KEY, timeout=1.0) as handle:
+        assert handle.token == TOKEN
+    assert "obtained_at" in {row[1] for row in _rows(path, "PRAGMA table_info(shoptoken_tokens)")}

@@ -86,11 +86,9 @@ class Core:
             msg = "this TokenManager is closed (its open_token_manager block has ended)"
             raise RuntimeError(msg)
 
-    def install(self, state: KeyState, token: Token, *, obtained_at: float | None = None) -> None:
+    def install(self, state: KeyState, token: Token) -> None:
         """Make ``token`` the key's token and reschedule its keeper."""
-        stale_at, hard_at, dead_at = _schedule.times(
-            token, state.key, self.policy, obtained_at=obtained_at
-        )
+        stale_at, hard_at, dead_at = _schedule.times(token, state.key, self.policy)
         spread = self.policy.node_spread
         if spread and stale_at < hard_at:
             # This node's own delay: nodes sharing a store do not all wake at once.

@@ -47,7 +47,6 @@ class _Rotated:
     """A rotation's new pair, and what became of its save."""
 
     token: Token
-    obtained_at: float
     started: float
     save_error: PersistenceError | None
 
@@ -210,7 +209,7 @@ class Exchange:
                 retry_after=wait,
                 transient=False,
             )
-        started, obtained_at = trio.current_time(), now
+        started = trio.current_time()
         # From the moment the request may reach Shopify, the held access token
         # may be revoked by it at any instant: callers wait for the answer
         # rather than get a token that dies in their hands.
@@ -226,19 +225,23 @@ class Exchange:
         except Exception as exc:
             error = self._refresh_error(state, base, exc, reason)
             if error.outcome_unknown:
-                await self._mark_revoked(state, base, obtained_at, save)
+                await self._mark_revoked(state, base, now, save)
             elif not was_suspect:
                 state.trust()  # a definite answer: nothing was rotated
             raise error from exc
         core.gate.answered()
         core.counters.refreshes_succeeded += 1
+        if new.obtained_at is None:
+            # A refresher of the user's that does not date its tokens: dated
+            # here, so the refresh time is the same in every process.
+            new = attrs.evolve(new, obtained_at=datetime.fromtimestamp(now, UTC))
         # Shopify revoked the old access token as it rotated: it stays suspect
         # until the new pair is saved (committed) and installed.
         try:
             await save(new)
         except PersistenceError as exc:
-            return _Rotated(new, obtained_at, started, exc)
-        return _Rotated(new, obtained_at, started, None)
+            return _Rotated(new, started, exc)
+        return _Rotated(new, started, None)
 
     async def _mark_revoked(self, state: KeyState, base: Token, sent_at: float, save: Save) -> None:
         """Store ``base`` as expired at ``sent_at``: its access token may be revoked.
@@ -301,10 +304,10 @@ class Exchange:
         """Install a rotated pair: saved (committed), or held in memory until its save lands."""
         core = self.core
         if rotated.save_error is not None:
-            self.saves.failed(state, rotated.token, rotated.save_error, rotated.obtained_at)
+            self.saves.failed(state, rotated.token, rotated.save_error)
         else:
             state.unsaved = None
-            core.install(state, rotated.token, obtained_at=rotated.obtained_at)
+            core.install(state, rotated.token)
         state.crashes = 0
         core.emit(
             EventKind.REFRESH_SUCCEEDED,

@@ -31,14 +31,12 @@ class PendingSaves:
 
     core: Core
 
-    def failed(
-        self, state: KeyState, token: Token, exc: Exception, obtained_at: float | None = None
-    ) -> None:
+    def failed(self, state: KeyState, token: Token, exc: Exception) -> None:
         """Hold ``token`` in memory, serve it, report the failure, and retry the save."""
         core = self.core
         core.counters.saves_failed += 1
         state.unsaved = token
-        core.install(state, token, obtained_at=obtained_at)
+        core.install(state, token)
         core.emit(
             EventKind.PERSISTENCE_FAILED, state, error=describe(exc, secrets_of(token)), attempt=1
         )

@@ -51,39 +51,29 @@ def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def refresh_at(
-    token: Token,
-    key: TokenKey,
-    policy: RefreshPolicy,
-    *,
-    obtained_at: float | None = None,
-) -> float:
+def refresh_at(token: Token, key: TokenKey, policy: RefreshPolicy) -> float:
     """Return the wall time (epoch s) at which ``token`` turns stale.
+
+    The one rule, for the manager and for ``shoptoken status`` alike:
+    ``expires_at - refresh_before - jitter offset``, but never before the
+    middle of the token's life when its ``obtained_at`` is known. So a token
+    whose whole lifetime is shorter than the lead time refreshes at mid-life
+    instead of at once, and can never cause a refresh loop.
 
     Args:
         token: The token.
         key: Its key (for the per-key jitter).
         policy: The policy.
-        obtained_at: When the token was obtained, if it was just obtained.
-            A token whose whole lifetime is shorter than the lead time then
-            refreshes at mid-life instead of at once, so a short-lived token
-            can never cause a refresh loop.
 
     Returns:
         ``inf`` for tokens that never turn stale: non-expiring ones. For a
         token without a refresh token this is its hard-expiry time (it
         cannot be renewed, only served until then).
     """
-    return times(token, key, policy, obtained_at=obtained_at)[0]
+    return times(token, key, policy)[0]
 
 
-def times(
-    token: Token,
-    key: TokenKey,
-    policy: RefreshPolicy,
-    *,
-    obtained_at: float | None = None,
-) -> tuple[float, float, float]:
+def times(token: Token, key: TokenKey, policy: RefreshPolicy) -> tuple[float, float, float]:
     """Return ``token``'s `refresh_at`, `hard_expiry` and `dead_after` at once.
 
     Each datetime is converted once: the manager computes these for every
@@ -98,8 +88,9 @@ def times(
     if token.refresh_token is None:
         return hard, hard, dead
     stale = expires - policy.refresh_before - jitter_offset(key, policy.jitter)
-    if obtained_at is not None:
-        stale = max(stale, obtained_at + (expires - obtained_at) / 2)
+    if token.obtained_at is not None:
+        obtained = _epoch(token.obtained_at)
+        stale = max(stale, obtained + (expires - obtained) / 2)
     return min(stale, dead), hard, dead
 
 

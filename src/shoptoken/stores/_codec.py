@@ -32,6 +32,7 @@ WRITE_COLUMNS: Final = (
     "refresh_token_expires_at",
     "associated_user_id",
     "associated_user_scope",
+    "obtained_at",
 )
 #: The columns read back into a `Token`, in order.
 READ_COLUMNS: Final = (
@@ -43,7 +44,10 @@ READ_COLUMNS: Final = (
     "refresh_token_expires_at",
     "associated_user_id",
     "associated_user_scope",
+    "obtained_at",
 )
+#: The column added last (tables created before it lack it until upgraded).
+OBTAINED_AT: Final = "obtained_at"
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Keys per query when listing (keyset pagination: ``key > after ... LIMIT``).
@@ -105,6 +109,7 @@ def encode(key: TokenKey, token: Token, when: Callable[[datetime], object]) -> t
         None if token.refresh_token_expires_at is None else when(token.refresh_token_expires_at),
         token.associated_user_id,
         token.associated_user_scope,
+        None if token.obtained_at is None else when(token.obtained_at),
     )
 
 
@@ -139,7 +144,7 @@ def decode(key: TokenKey, row: Sequence[object], when: Callable[[object], dateti
         PersistenceError: The row is corrupt. The message names the field,
             never a value (the values are secrets).
     """
-    kind, access, refresh, scope, expires, refresh_expires, user_id, user_scope = row
+    kind, access, refresh, scope, expires, refresh_expires, user_id, user_scope, obtained = row
     field = "kind"
     try:
         _check_kind(kind, key)
@@ -155,6 +160,8 @@ def decode(key: TokenKey, row: Sequence[object], when: Callable[[object], dateti
         expires_at = None if expires is None else when(expires)
         field = "refresh_token_expires_at"
         refresh_token_expires_at = None if refresh_expires is None else when(refresh_expires)
+        field = "obtained_at"
+        obtained_at = None if obtained is None else when(obtained)
         field = "token"
         return Token(
             access_token=access,  # type: ignore[arg-type]  # checked above
@@ -164,6 +171,7 @@ def decode(key: TokenKey, row: Sequence[object], when: Callable[[object], dateti
             refresh_token_expires_at=refresh_token_expires_at,
             associated_user_id=user_id,  # type: ignore[arg-type]
             associated_user_scope=user_scope,  # type: ignore[arg-type]
+            obtained_at=obtained_at,
         )
     except (TypeError, ValueError) as exc:
         # Every message here is ours or Token's, and none quotes a value.

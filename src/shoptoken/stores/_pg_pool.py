@@ -57,6 +57,7 @@ __all__ = [
 T = TypeVar("T")
 
 _UNDEFINED_TABLE: Final = "42P01"
+_UNDEFINED_COLUMN: Final = "42703"
 #: What the driver raises: its own errors, and for a str it cannot encode
 #: (lone surrogates) Python's.
 DRIVER_ERRORS: Final = (psycopg.Error, UnicodeError)
@@ -78,11 +79,15 @@ def failure(what: str, key: TokenKey | None, exc: Exception) -> PersistenceError
     primary = exc.diag.message_primary if isinstance(exc, psycopg.Error) and sqlstate else None
     text = primary or str(exc).split("\n", 1)[0]
     code = f" [{sqlstate}]" if sqlstate else ""
-    hint = (
-        " (create the table: PostgresStore.create_schema() or the SQL in docs/stores.md)"
-        if sqlstate == _UNDEFINED_TABLE
-        else ""
-    )
+    hint = {
+        _UNDEFINED_TABLE: (
+            " (create the table: PostgresStore.create_schema() or the SQL in docs/stores.md)"
+        ),
+        _UNDEFINED_COLUMN: (
+            " (a table of an earlier shoptoken: upgrade it with PostgresStore.create_schema()"
+            " or the ALTER TABLE in docs/stores.md)"
+        ),
+    }.get(sqlstate or "", "")
     return PersistenceError(
         f"PostgreSQL {what} failed: {type(exc).__name__}{code}: {text}{hint}", key=key
     )

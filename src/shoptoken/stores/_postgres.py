@@ -206,6 +206,15 @@ class PostgresStore:
         """The ``CREATE TABLE IF NOT EXISTS`` statement of the store's table."""
         return postgres_table(table, schema)
 
+    @staticmethod
+    def upgrade_sql(table: str = DEFAULT_TABLE, schema: str | None = None) -> str:
+        """The ``ALTER TABLE`` that upgrades a table of an earlier version (idempotent).
+
+        `create_schema` runs it too; an app that manages its schema with
+        migrations adds it as one.
+        """
+        return PostgresStatements.build(table, schema).upgrade
+
     # -- the TokenCallback --------------------------------------------------------
 
     async def load_tokens(self, key: TokenKey) -> Token | None:
@@ -398,3 +407,4 @@ class PostgresStore:
         if self._sql.create_schema is not None:
             conn.execute(self._sql.create_schema)
         conn.execute(self._sql.create)
+        conn.execute(self._sql.upgrade)

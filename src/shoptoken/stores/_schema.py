@@ -43,6 +43,7 @@ def sqlite_table(table: str = DEFAULT_TABLE) -> str:
     refresh_token_expires_at INTEGER,           -- microseconds since 1970-01-01 UTC
     associated_user_id       INTEGER,
     associated_user_scope    TEXT,
+    obtained_at              INTEGER,           -- microseconds since 1970-01-01 UTC
     generation               INTEGER NOT NULL DEFAULT 1,  -- +1 on every save
     updated_at               INTEGER NOT NULL   -- microseconds since 1970-01-01 UTC
 )"""
@@ -62,6 +63,7 @@ def postgres_table(table: str = DEFAULT_TABLE, schema: str | None = None) -> str
     refresh_token_expires_at timestamptz,
     associated_user_id       bigint,
     associated_user_scope    text,
+    obtained_at              timestamptz,
     refresh_generation       bigint NOT NULL DEFAULT 1,  -- +1 on every save
     updated_at               timestamptz NOT NULL DEFAULT now()
 )"""
@@ -75,6 +77,10 @@ def qualified(table: str, schema: str | None) -> str:
 
 _READ: Final = ", ".join(_codec.READ_COLUMNS)
 _WRITE: Final = ", ".join(_codec.WRITE_COLUMNS)
+# What a read of a table not yet upgraded asks for: NULL in the newest column.
+_READ_BEFORE_UPGRADE: Final = ", ".join(
+    "NULL" if c == _codec.OBTAINED_AT else c for c in _codec.READ_COLUMNS
+)
 
 
 @attrs.frozen
@@ -82,7 +88,11 @@ class SQLiteStatements:
     """`SQLiteStore`'s statements for one table."""
 
     create: str
+    upgrade: str
+    """Adds the ``obtained_at`` column to a table created before it."""
     select: str
+    select_before_upgrade: str
+    """`select` on a table without ``obtained_at`` (read-only: never upgrades)."""
     upsert: str
     delete: str
     page: str
@@ -95,7 +105,9 @@ class SQLiteStatements:
         excluded = ", ".join(f"{c} = excluded.{c}" for c in _codec.WRITE_COLUMNS[1:])
         return cls(
             create=sqlite_table(table),
+            upgrade=f"ALTER TABLE {name} ADD COLUMN {_codec.OBTAINED_AT} INTEGER",
             select=f"SELECT {_READ} FROM {name} WHERE key = ?",  # noqa: S608 - quoted identifier
+            select_before_upgrade=f"SELECT {_READ_BEFORE_UPGRADE} FROM {name} WHERE key = ?",  # noqa: S608 - quoted identifier
             upsert=(
                 f"INSERT INTO {name} ({_WRITE}, generation, updated_at)"  # noqa: S608 - quoted identifier
                 f" VALUES ({marks}, 1, ?) ON CONFLICT (key) DO UPDATE SET {excluded},"
@@ -112,6 +124,8 @@ class PostgresStatements:
 
     create: str
     create_schema: str | None
+    upgrade: str
+    """Adds the ``obtained_at`` column to a table created before it (idempotent)."""
     select: str
     lock: str
     upsert: str
@@ -137,6 +151,9 @@ class PostgresStatements:
                 None
                 if schema is None
                 else f"CREATE SCHEMA IF NOT EXISTS {quoted(schema, 'schema')}"
+            ),
+            upgrade=(
+                f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {_codec.OBTAINED_AT} timestamptz"
             ),
             select=f"SELECT {_READ} FROM {name} WHERE key = %s",  # noqa: S608 - quoted identifier
             lock=f"SELECT {_READ}, refresh_generation FROM {name} WHERE key = %s FOR UPDATE",  # noqa: S608 - quoted identifier

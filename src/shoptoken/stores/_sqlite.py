@@ -9,6 +9,7 @@ served, no polling among ourselves); across processes, SQLite's write lock
 
 from __future__ import annotations
 
+import enum
 import functools
 import os
 import sqlite3
@@ -85,15 +86,38 @@ def _execute(conn: sqlite3.Connection, *, sql: str, args: tuple[object, ...]) ->
     conn.execute(sql, args)
 
 
-def _fetch_table(conn: sqlite3.Connection, *, name: str) -> bool:
-    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return conn.execute(sql, (name,)).fetchone() is not None
+def _columns(conn: sqlite3.Connection, name: str) -> set[str]:
+    """The table's column names (none when there is no such table)."""
+    return {row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (name,))}
 
 
-def _init(conn: sqlite3.Connection, *, create: str) -> None:
+def _fetch_table(conn: sqlite3.Connection, *, name: str) -> _Table:
+    columns = _columns(conn, name)
+    if not columns:
+        return _Table.MISSING
+    return _Table.CURRENT if _codec.OBTAINED_AT in columns else _Table.BEFORE_UPGRADE
+
+
+def _init(conn: sqlite3.Connection, *, name: str, sql: SQLiteStatements) -> None:
     # WAL: readers never wait for the writer, and a commit is one append.
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(create)
+    conn.execute(sql.create)
+    if _codec.OBTAINED_AT not in _columns(conn, name):
+        # A table of an earlier version: one ALTER, atomic, and safe to race
+        # (a process that loses the race finds the column there).
+        try:
+            conn.execute(sql.upgrade)
+        except sqlite3.OperationalError:
+            if _codec.OBTAINED_AT not in _columns(conn, name):
+                raise
+
+
+class _Table(enum.Enum):
+    """What a read found of the store's table."""
+
+    MISSING = "missing"
+    BEFORE_UPGRADE = "before upgrade"
+    CURRENT = "current"
 
 
 @attrs.define(eq=False)
@@ -149,8 +173,9 @@ class SQLiteStore:
     _writer: trio.Lock = attrs.field(init=False, factory=trio.Lock, repr=False)
     _ready_lock: trio.Lock = attrs.field(init=False, factory=trio.Lock, repr=False)
     _ready: bool = attrs.field(init=False, default=False, repr=False)
-    # The table was seen by a read (writes still make sure of WAL mode first).
-    _found: bool = attrs.field(init=False, default=False, repr=False)
+    # The table as a read saw it (writes still make sure of WAL mode and the
+    # newest column first).
+    _found: _Table = attrs.field(init=False, default=_Table.MISSING, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self._path in {"", ":memory:"} or self._path.startswith("file:"):
@@ -172,9 +197,12 @@ class SQLiteStore:
         Raises:
             PersistenceError: The database failed or the row is corrupt.
         """
-        if not await self._table_exists():
+        table = await self._table_state()
+        if table is _Table.MISSING:
             return None  # nothing stored yet; reading never creates the table
-        read = functools.partial(_fetch_one, sql=self._sql.select, key=str(key))
+        # Reading never upgrades the table either: an old one reads without obtained_at.
+        select = self._sql.select if table is _Table.CURRENT else self._sql.select_before_upgrade
+        read = functools.partial(_fetch_one, sql=select, key=str(key))
         row = await self._run("load", key, read)
         return None if row is None else _codec.decode(key, row, _codec.from_micros)
 
@@ -203,7 +231,7 @@ class SQLiteStore:
         Raises:
             PersistenceError: The database failed or a stored key is invalid.
         """
-        if not await self._table_exists():
+        if await self._table_state() is _Table.MISSING:
             return  # nothing stored yet; reading never creates the table
 
         async def page(after: str) -> list[object]:
@@ -347,13 +375,15 @@ class SQLiteStore:
         except _DRIVER_ERRORS as exc:
             raise _failure("save", key, exc) from exc
 
-    async def _table_exists(self) -> bool:
-        """Whether the table is there, found without writing to the file."""
+    async def _table_state(self) -> _Table:
+        """What is there of the table, found without writing to the file."""
         if self._pool.closed:
             msg = "this SQLiteStore is closed"
             raise RuntimeError(msg)
-        if self._ready or self._found:
-            return True
+        if self._ready:
+            return _Table.CURRENT
+        if self._found is not _Table.MISSING:
+            return self._found
         look = functools.partial(_fetch_table, name=self._table)
         self._found = await self._run("load", None, look)
         return self._found
@@ -366,6 +396,6 @@ class SQLiteStore:
             return
         async with self._ready_lock:
             if not self._ready:
-                init = functools.partial(_init, create=self._sql.create)
+                init = functools.partial(_init, name=self._table, sql=self._sql)
                 await self._run("schema creation", None, init)
                 self._ready = True

@@ -118,6 +118,7 @@ class FakeShopify(FakeStatistics):
         """Install the app on ``shop``: issue its first expiring pair (revoking any older)."""
         host = normalize_shop(shop)
         self._admin.shop(host).scope = scope
+        obtained_at = self.clock()
         pair = self._issue(host)
         return Token(
             access_token=pair.access,
@@ -125,6 +126,7 @@ class FakeShopify(FakeStatistics):
             scope=scope,
             expires_at=datetime.fromtimestamp(pair.expires_at, UTC),
             refresh_token_expires_at=datetime.fromtimestamp(pair.refresh_expires_at, UTC),
+            obtained_at=datetime.fromtimestamp(obtained_at, UTC),
         )
 
     def install_non_expiring(self, shop: str, *, scope: str = "read_orders") -> Token:
