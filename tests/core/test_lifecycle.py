@@ -226,6 +226,8 @@ async def test_invalid_client_marks_no_shop_and_pauses_refreshing(
     kinds = [e.kind for e in events]
     assert EventKind.REAUTHORIZATION_REQUIRED not in kinds
     assert kinds.count(EventKind.APP_CREDENTIALS_REJECTED) == endpoint.requests
+    # A refresh held back by the pause sends nothing, and says it did not start one.
+    assert kinds.count(EventKind.REFRESH_STARTED) == endpoint.requests
 
 
 @attrs.define

@@ -195,7 +195,6 @@ class Exchange:
     async def _rotate(self, state: KeyState, base: Token, reason: str, save: Save) -> _Rotated:
         core = self.core
         key = state.key
-        core.emit(EventKind.REFRESH_STARTED, state, reason=reason)
         now = core.clock()
         wait = core.gate.admit(now, core.policy.retry_initial)
         if wait is not None:
@@ -209,6 +208,7 @@ class Exchange:
                 retry_after=wait,
                 transient=False,
             )
+        core.emit(EventKind.REFRESH_STARTED, state, reason=reason)
         started = trio.current_time()
         # From the moment the request may reach Shopify, the held access token
         # may be revoked by it at any instant: callers wait for the answer
