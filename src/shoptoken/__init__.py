@@ -8,6 +8,7 @@ from ._errors import (
     InvalidCallback,
     InvalidSessionToken,
     InvalidShopDomain,
+    InvalidWebhook,
     LockTimeout,
     NoToken,
     PersistenceError,
@@ -22,6 +23,7 @@ from ._oauth._customer import CustomerAccountOAuth
 from ._oauth._discovery import CustomerAccountEndpoints
 from ._oauth._pkce import new_pkce, pkce_challenge
 from ._oauth._session_token import SessionTokenClaims
+from ._oauth._webhooks import Webhook
 from ._persistence import (
     LockedToken,
     SupportsDelete,
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidCallback",
     "InvalidSessionToken",
     "InvalidShopDomain",
+    "InvalidWebhook",
     "KindRouter",
     "LockTimeout",
     "LockedToken",
@@ -65,6 +68,7 @@ __all__ = [
     "TokenKind",
     "TokenManager",
     "TokenManagerStatistics",
+    "Webhook",
     "new_pkce",
     "open_token_manager",
     "pkce_challenge",

@@ -12,6 +12,7 @@ from ._faults import Endpoint, Fault, FaultKind, FaultPlan
 from ._loopback import LoopbackServer, serve_loopback
 from ._routing import ForeignHostError, LoopbackTransport
 from ._stats import ShopStatistics
+from ._webhook_request import WebhookRequest, webhook_request
 
 __all__ = [
     "EPOCH",
@@ -24,6 +25,8 @@ __all__ = [
     "LoopbackServer",
     "LoopbackTransport",
     "ShopStatistics",
+    "WebhookRequest",
     "serve_loopback",
     "trio_wall_clock",
+    "webhook_request",
 ]
