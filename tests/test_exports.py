@@ -30,6 +30,7 @@ PUBLIC = [
     "ShopTokenError",
     "ShopifyOAuth",
     "SupportsDelete",
+    "SupportsDeleteShop",
     "SupportsListKeys",
     "SupportsLocked",
     "Token",

@@ -27,6 +27,7 @@ from ._oauth._webhooks import Webhook
 from ._persistence import (
     LockedToken,
     SupportsDelete,
+    SupportsDeleteShop,
     SupportsListKeys,
     SupportsLocked,
     TokenCallback,
@@ -59,6 +60,7 @@ __all__ = [
     "ShopTokenError",
     "ShopifyOAuth",
     "SupportsDelete",
+    "SupportsDeleteShop",
     "SupportsListKeys",
     "SupportsLocked",
     "Token",

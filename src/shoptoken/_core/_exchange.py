@@ -232,6 +232,12 @@ class Exchange:
             raise error from exc
         core.gate.answered()
         core.counters.refreshes_succeeded += 1
+        if not core.is_current(state):
+            # Forgotten (uninstalled) while Shopify answered: the pair must not
+            # bring the key back into the store, nor be served.
+            raise NoToken(
+                f"{key} was forgotten during its refresh; its new pair is discarded", key=key
+            )
         # Shopify revoked the old access token as it rotated: it stays suspect
         # until the new pair is saved (committed) and installed.
         try:
@@ -248,6 +254,8 @@ class Exchange:
         recovery window still accepts, instead of serving a revoked token.
         Best effort: a failed save is reported and the pair kept as it was.
         """
+        if not self.core.is_current(state):
+            return  # forgotten meanwhile: nothing to mark
         marked = attrs.evolve(base, expires_at=datetime.fromtimestamp(sent_at, UTC))
         try:
             await save(marked)
