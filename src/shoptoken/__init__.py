@@ -33,6 +33,7 @@ from ._persistence import (
     TokenCallback,
 )
 from ._token import Token
+from ._webhook_handling import SeenWebhooks, handle_webhook
 from .stores import MemoryStore
 
 __version__ = "0.1.0.dev0"
@@ -56,6 +57,7 @@ __all__ = [
     "RefreshFailed",
     "RefreshPolicy",
     "Refresher",
+    "SeenWebhooks",
     "SessionTokenClaims",
     "ShopTokenError",
     "ShopifyOAuth",
@@ -71,6 +73,7 @@ __all__ = [
     "TokenManager",
     "TokenManagerStatistics",
     "Webhook",
+    "handle_webhook",
     "new_pkce",
     "open_token_manager",
     "pkce_challenge",
