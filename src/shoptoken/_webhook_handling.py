@@ -133,5 +133,9 @@ class SeenWebhooks:
         seen[webhook.webhook_id] = now + self.ttl
         return True
 
+    def discard(self, webhook: Webhook) -> None:
+        """Forget ``webhook``'s id: its handling failed, and Shopify's retry must be handled."""
+        self._seen.pop(webhook.webhook_id, None)
+
     def __len__(self) -> int:
         return len(self._seen)
