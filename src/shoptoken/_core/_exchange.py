@@ -225,6 +225,8 @@ class Exchange:
             raise
         except Exception as exc:
             error = self._refresh_error(state, base, exc, reason)
+            if not core.is_current(state):
+                raise NoToken(f"{key} was forgotten during its refresh", key=key) from error
             if error.outcome_unknown:
                 await self._mark_revoked(state, base, obtained_at, save)
             elif not was_suspect:
@@ -254,8 +256,6 @@ class Exchange:
         recovery window still accepts, instead of serving a revoked token.
         Best effort: a failed save is reported and the pair kept as it was.
         """
-        if not self.core.is_current(state):
-            return  # forgotten meanwhile: nothing to mark
         marked = attrs.evolve(base, expires_at=datetime.fromtimestamp(sent_at, UTC))
         try:
             await save(marked)

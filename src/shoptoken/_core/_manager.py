@@ -335,7 +335,7 @@ class TokenManager:
         try:
             try:
                 token = await core.store.load(key, bounded=False)
-                if core.being_forgotten(key):
+                if core.being_forgotten(key) or not core.is_current(state):
                     token = None  # read before a forget deleted it
             except PersistenceError as exc:
                 error = exc
