@@ -67,7 +67,7 @@ async def test_forget_shop_forgets_every_kind_and_stops_refreshing(
 async def test_forget_shop_on_stores_without_delete_shop(
     endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """list_keys + delete_tokens delete the shop's keys; a plain store only drops them from memory."""
+    """list_keys + delete_tokens delete the shop's keys; a plain store only forgets in memory."""
     listing = ListingStore()
     await installed(endpoint, listing)
     await installed(endpoint, listing, OTHER)

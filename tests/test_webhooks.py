@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import hmac
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoptoken import InvalidShopDomain, InvalidWebhook, ShopifyOAuth, Webhook
+from shoptoken import InvalidShopDomain, InvalidWebhook, SeenWebhooks, ShopifyOAuth, Webhook
+from shoptoken._webhook_handling import customer_keys
 from shoptoken.testing import webhook_request
 
 from ._logs import captured_events
@@ -272,3 +274,66 @@ def test_any_changed_header_is_checked(name: str, value: str) -> None:
         return
     assert webhook.payload == PAYLOAD
     assert name != "X-Shopify-Hmac-Sha256" or value == headers[name]
+
+
+# --- repeated deliveries -------------------------------------------------------------------
+
+
+def test_seen_webhooks_recognises_repeats_within_ttl() -> None:
+    """A webhook id is a first delivery once; again after its ttl; discard forgets it."""
+    now = [0.0]
+    seen = SeenWebhooks(ttl=60.0, clock=lambda: now[0])
+    first = verify(*delivery(webhook_id="w-1"))
+    other = verify(*delivery(webhook_id="w-2"))
+    assert seen.first_delivery(first)
+    assert not seen.first_delivery(first)
+    assert seen.first_delivery(other)
+    now[0] = 59.9
+    assert not seen.first_delivery(first)
+    now[0] = 60.0
+    assert seen.first_delivery(first)
+    assert len(seen) == 1  # w-2 expired too
+    seen.discard(first)
+    assert seen.first_delivery(first)
+
+
+def test_seen_webhooks_is_bounded() -> None:
+    """Beyond max_entries the oldest ids are dropped."""
+    seen = SeenWebhooks(max_entries=2, clock=lambda: 0.0)
+    hooks = [verify(*delivery(webhook_id=f"w-{n}")) for n in range(3)]
+    assert all(seen.first_delivery(hook) for hook in hooks)
+    assert len(seen) == 2
+    assert seen.first_delivery(hooks[0])  # dropped as the oldest
+    assert not seen.first_delivery(hooks[2])
+
+
+@pytest.mark.parametrize(("ttl", "entries"), [(0.0, 10), (math.inf, 10), (1.0, 0)])
+def test_seen_webhooks_rejects_bad_bounds(ttl: float, entries: int) -> None:
+    """A ttl that is not finite and positive, or no room, is a ValueError."""
+    with pytest.raises(ValueError, match="finite ttl"):
+        SeenWebhooks(ttl=ttl, max_entries=entries)
+
+
+@pytest.mark.parametrize(
+    ("customer", "subject"),
+    [
+        ({"id": 207119551}, "207119551"),
+        ({"id": "207119551"}, "207119551"),
+    ],
+)
+def test_customer_keys_map_both_forms(customer: dict[str, Any], subject: str) -> None:
+    """A redaction's numeric customer id maps to the numeric and the gid subject."""
+    webhook = verify(*delivery({"shop_domain": SHOP, "customer": customer}))
+    assert [key.subject for key in customer_keys(webhook)] == [
+        subject,
+        f"gid://shopify/Customer/{subject}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload", [[], {}, {"customer": None}, {"customer": {"id": True}}, {"customer": {"id": "x1"}}]
+)
+def test_customer_keys_need_a_numeric_id(payload: Any) -> None:
+    """A payload without a numeric customer.id is an InvalidWebhook."""
+    with pytest.raises(InvalidWebhook, match="no numeric customer"):
+        customer_keys(verify(*delivery(payload)))

@@ -126,10 +126,13 @@ class SeenWebhooks:
         """Record ``webhook``'s id; True the first time it is seen within ``ttl``."""
         now = self.clock()
         seen = self._seen
-        while seen and (next(iter(seen.values())) <= now or len(seen) >= self.max_entries):
+        # Ids expire in the order they were added (one ttl): the oldest are in front.
+        while seen and next(iter(seen.values())) <= now:
             seen.popitem(last=False)
-        if seen.get(webhook.webhook_id, -math.inf) > now:
+        if webhook.webhook_id in seen:
             return False
+        while len(seen) >= self.max_entries:
+            seen.popitem(last=False)
         seen[webhook.webhook_id] = now + self.ttl
         return True
 
