@@ -217,11 +217,10 @@ class TokenManager:
         return await self._rotator.refresh(state, reason="unauthorized", replacing=rejected)
 
     async def forget(self, key: TokenKey) -> None:
-        """Stop refreshing ``key`` and delete its stored pair (a customer's redaction).
+        """Forget one key (a customer's redaction) by the rules of `forget_shop`.
 
-        A refresh in flight is not waited for by callers: it discards its
-        answer (see `forget_shop`). The store's ``delete_tokens`` is called
-        when it has one; otherwise the key is only dropped from memory.
+        The store's ``delete_tokens`` deletes it; without one the key is
+        only dropped from memory.
 
         Raises:
             PersistenceError: The store failed to delete; call again.
