@@ -337,3 +337,11 @@ def test_customer_keys_need_a_numeric_id(payload: Any) -> None:
     """A payload without a numeric customer.id is an InvalidWebhook."""
     with pytest.raises(InvalidWebhook, match="no numeric customer"):
         customer_keys(verify(*delivery(payload)))
+
+
+def test_webhooks_are_hashable_values() -> None:
+    """A Webhook with a JSON object payload hashes (by its other fields) and compares by value."""
+    body, headers = delivery()
+    first, again = verify(body, headers), verify(body, headers)
+    assert first == again
+    assert len({first, again}) == 1

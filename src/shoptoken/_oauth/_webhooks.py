@@ -75,7 +75,7 @@ class Webhook:
     webhook_id: str
     api_version: str
     triggered_at: datetime
-    payload: Any = attrs.field(repr=False)
+    payload: Any = attrs.field(repr=False, hash=False)  # JSON: hashed by the other fields
     event_id: str | None = None
 
 
