@@ -58,6 +58,7 @@ def runs(scratch_db: Path) -> Runs:
         "headless_customer_token": command("headless_customer_token.py"),
         "migrate_fleet": command("migrate_fleet.py"),
         "order_sync_daemon_help": command("order_sync_daemon.py", "--help"),
+        "webhooks_uninstall": command("webhooks_uninstall.py"),
         "custom_callback_help": command("custom_callback.py", "--help"),
     }
     # Most of them wait more than they compute (threads, sockets, a clock
@@ -93,6 +94,7 @@ def test_every_example_is_tested() -> None:
         "migrate_fleet.py",
         "order_sync_daemon.py",
         "refresh_demo.py",
+        "webhooks_uninstall.py",
     }
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
@@ -196,3 +198,16 @@ def test_options_are_described(runs: Runs) -> None:
     """The examples that take options describe them in --help."""
     assert "--shops" in output(runs, "order_sync_daemon_help")
     assert "--db" in output(runs, "custom_callback_help")
+
+
+def test_webhooks_uninstall(runs: Runs) -> None:
+    """webhooks_uninstall.py: a forged delivery 401, compliance topics, an uninstall ends a shop."""
+    out = output(runs, "webhooks_uninstall")
+    assert "401  refused: webhook rejected: bad signature" in out
+    assert "200  customers/data_request for bright-books.myshopify.com: forgot nothing" in out
+    assert re.search(r"customers/redact for bright-books.*gid://shopify/Customer/207119551", out)
+    assert "200  app/uninstalled for acme-outdoor.myshopify.com: forgot offline:acme" in out
+    assert "200  app/uninstalled for acme-outdoor.myshopify.com: a repeated delivery" in out
+    assert "valid_token of acme-outdoor.myshopify.com after its uninstall: NoToken" in out
+    assert number(r"refreshes of acme-outdoor\S+ after its uninstall: (\d+)", out) == 0
+    assert out.rstrip().endswith("stored: offline:bright-books.myshopify.com")

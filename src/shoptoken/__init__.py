@@ -8,6 +8,7 @@ from ._errors import (
     InvalidCallback,
     InvalidSessionToken,
     InvalidShopDomain,
+    InvalidWebhook,
     LockTimeout,
     NoToken,
     PersistenceError,
@@ -22,14 +23,17 @@ from ._oauth._customer import CustomerAccountOAuth
 from ._oauth._discovery import CustomerAccountEndpoints
 from ._oauth._pkce import new_pkce, pkce_challenge
 from ._oauth._session_token import SessionTokenClaims
+from ._oauth._webhooks import Webhook
 from ._persistence import (
     LockedToken,
     SupportsDelete,
+    SupportsDeleteShop,
     SupportsListKeys,
     SupportsLocked,
     TokenCallback,
 )
 from ._token import Token
+from ._webhook_handling import SeenWebhooks, handle_webhook
 from .stores import MemoryStore
 
 __version__ = "0.1.0.dev0"
@@ -42,6 +46,7 @@ __all__ = [
     "InvalidCallback",
     "InvalidSessionToken",
     "InvalidShopDomain",
+    "InvalidWebhook",
     "KindRouter",
     "LockTimeout",
     "LockedToken",
@@ -52,10 +57,12 @@ __all__ = [
     "RefreshFailed",
     "RefreshPolicy",
     "Refresher",
+    "SeenWebhooks",
     "SessionTokenClaims",
     "ShopTokenError",
     "ShopifyOAuth",
     "SupportsDelete",
+    "SupportsDeleteShop",
     "SupportsListKeys",
     "SupportsLocked",
     "Token",
@@ -65,6 +72,8 @@ __all__ = [
     "TokenKind",
     "TokenManager",
     "TokenManagerStatistics",
+    "Webhook",
+    "handle_webhook",
     "new_pkce",
     "open_token_manager",
     "pkce_challenge",

@@ -12,6 +12,7 @@ Operational failures share one root so an app can catch them together::
     ├── PersistenceError           the TokenCallback (store) failed
     ├── InvalidSessionToken        an App Bridge session JWT was rejected
     ├── InvalidCallback            an OAuth callback query failed verification
+    ├── InvalidWebhook             also a ValueError: a webhook failed verification
     └── InvalidShopDomain          also a ValueError: bad input, not an outage
 
 Misuse (calling a closed manager, a bad policy value) raises the built-in
@@ -115,6 +116,13 @@ class InvalidSessionToken(ShopTokenError):
 
 class InvalidCallback(ShopTokenError):
     """An OAuth callback query failed verification (HMAC, state, timestamp or shop)."""
+
+
+class InvalidWebhook(ShopTokenError, ValueError):
+    """A webhook delivery failed verification (signature, a header, the JSON body or the shop).
+
+    Answer it with 401 Unauthorized, as Shopify requires of the compliance topics.
+    """
 
 
 class InvalidShopDomain(ShopTokenError, ValueError):

@@ -5,6 +5,9 @@ manager uses when present (found with ``getattr`` at start-up, so a plain
 class implementing two methods is enough):
 
 - ``delete_tokens(key)``: `TokenManager.forget` deletes the stored pair.
+- ``delete_shop(shop)``: `TokenManager.forget_shop` deletes every pair of a
+  shop at once (without it: ``list_keys`` and ``delete_tokens``, else only
+  the keys the manager holds in memory).
 - ``list_keys()``: an async iterable of every stored key (the CLI's daemon).
 - ``locked(key, timeout=...)``: an async context manager taking a lock that
   holds across processes and nodes, yielding a `LockedToken` with the
@@ -59,6 +62,14 @@ class SupportsDelete(Protocol):
 
     async def delete_tokens(self, key: TokenKey) -> None:
         """Delete the stored pair for ``key`` (no error if there is none)."""
+        ...
+
+
+class SupportsDeleteShop(Protocol):
+    """A store that can delete every pair of one shop at once."""
+
+    async def delete_shop(self, shop: str) -> list[TokenKey]:
+        """Delete every stored pair of ``shop`` (a normalized domain); return their keys."""
         ...
 
 

@@ -110,6 +110,26 @@ async def test_delete(store: Store) -> None:
     assert await store.load_tokens(OTHER) == T2
 
 
+async def test_delete_shop(store: Store) -> None:
+    """delete_shop removes every kind of key of one shop, returns them, and keeps other shops."""
+    for key in (KEY, ONLINE, CUSTOMER, OTHER):
+        await store.save_tokens(key, T1)
+    deleted = await store.delete_shop("my-store.myshopify.com")
+    assert sorted(deleted, key=str) == sorted([KEY, ONLINE, CUSTOMER], key=str)
+    assert [key async for key in store.list_keys()] == [OTHER]
+    assert await store.delete_shop("my-store.myshopify.com") == []
+    assert await store.load_tokens(OTHER) == T1
+
+
+async def test_delete_shop_outlives_a_locked_save(store: Store) -> None:
+    """A pair saved under the lock while delete_shop runs does not survive the delete."""
+    await store.save_tokens(KEY, T1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_hold, store, KEY, 0.3, T2)
+        assert await store.delete_shop("my-store") == [KEY]
+    assert await store.load_tokens(KEY) is None
+
+
 # -- listing ----------------------------------------------------------------------------
 
 

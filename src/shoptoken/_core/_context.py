@@ -9,6 +9,7 @@ live here, so each is written once.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,8 @@ class Core:
         counters: The running counters (the store adapter counts failed loads in them).
         states: Every key in memory.
         parked: Parked keys, with the epoch time their refresh token expires.
+        forgetting: The shops and keys a `Forgetter` is deleting now: a load
+            of one of them finds nothing.
     """
 
     refresher: Refresher
@@ -64,6 +67,7 @@ class Core:
     counters: Counters
     states: dict[TokenKey, KeyState] = attrs.field(factory=dict, init=False)
     parked: dict[TokenKey, float] = attrs.field(factory=dict, init=False)
+    forgetting: Counter[str | TokenKey] = attrs.field(factory=Counter, init=False)
     alarms: AlarmClock = attrs.field(factory=AlarmClock, init=False)
     gate: AppGate = attrs.field(factory=AppGate, init=False)
     limiter: trio.CapacityLimiter = attrs.field(init=False)
@@ -79,6 +83,10 @@ class Core:
     def is_current(self, state: KeyState) -> bool:
         """Whether ``state`` is still the key's state in memory."""
         return self.states.get(state.key) is state
+
+    def being_forgotten(self, key: TokenKey) -> bool:
+        """Whether ``key`` (or its whole shop) is being forgotten right now."""
+        return bool(self.forgetting) and (key in self.forgetting or key.shop in self.forgetting)
 
     def check_open(self) -> None:
         """Raise `RuntimeError` once the manager's block has ended."""

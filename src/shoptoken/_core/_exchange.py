@@ -224,6 +224,8 @@ class Exchange:
             raise
         except Exception as exc:
             error = self._refresh_error(state, base, exc, reason)
+            if not core.is_current(state):
+                raise NoToken(f"{key} was forgotten during its refresh", key=key) from error
             if error.outcome_unknown:
                 await self._mark_revoked(state, base, now, save)
             elif not was_suspect:
@@ -231,6 +233,12 @@ class Exchange:
             raise error from exc
         core.gate.answered()
         core.counters.refreshes_succeeded += 1
+        if not core.is_current(state):
+            # Forgotten (uninstalled) while Shopify answered: the pair must not
+            # bring the key back into the store, nor be served.
+            raise NoToken(
+                f"{key} was forgotten during its refresh; its new pair is discarded", key=key
+            )
         if new.obtained_at is None:
             # A refresher of the user's that does not date its tokens: dated
             # here, so the refresh time is the same in every process.

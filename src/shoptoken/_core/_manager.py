@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import attrs
@@ -18,7 +18,7 @@ import trio
 
 from .._errors import NoToken, PersistenceError
 from .._events import Emitter, EventHook
-from .._keys import TokenKey, TokenKind
+from .._keys import TokenKey, TokenKind, normalize_shop
 from .._persistence import TokenCallback
 from .._token import Token
 from ._contention import Contention
@@ -26,6 +26,7 @@ from ._context import Core
 from ._decision import Action, decide
 from ._exchange import Exchange
 from ._flight import UNWAITED, Flight, copy_error
+from ._forgetting import Forgetter
 from ._policy import RefreshPolicy
 from ._refresher import as_refresher
 from ._rotation import Rotator
@@ -55,6 +56,7 @@ class TokenManager:
     _clock: Callable[[], float]
     _rotator: Rotator
     _supervision: Supervision
+    _forgetter: Forgetter
 
     def __init__(self, core: Core) -> None:
         self._core = core
@@ -64,6 +66,7 @@ class TokenManager:
         exchange = Exchange(core, PendingSaves(core), contention)
         self._rotator = Rotator(core, exchange, contention)
         self._supervision = Supervision(core, self._rotator, self._load_unused)
+        self._forgetter = Forgetter(core)
         core.background.start_soon(self._supervision.sweep)
         core.background.start_soon(core.alarms.run)
 
@@ -214,22 +217,35 @@ class TokenManager:
         return await self._rotator.refresh(state, reason="unauthorized", replacing=rejected)
 
     async def forget(self, key: TokenKey) -> None:
-        """Stop refreshing ``key`` and delete its stored pair (app uninstalled).
+        """Forget one key (a customer's redaction) by the rules of `forget_shop`.
 
-        The store's ``delete_tokens`` is called when it has one; otherwise the
-        key is only dropped from memory.
+        The store's ``delete_tokens`` deletes it; without one the key is
+        only dropped from memory.
 
         Raises:
-            PersistenceError: The store failed to delete; nothing changed.
+            PersistenceError: The store failed to delete; call again.
         """
-        core = self._core
-        core.check_open()
-        state = self._states.get(key)
-        async with state.locked() if state is not None else nullcontext():
-            await core.store.delete(key, state.token if state is not None else None)
-            core.parked.pop(key, None)
-            if state is not None:
-                core.drop(state)
+        await self._forgetter.forget((key,))
+
+    async def forget_shop(self, shop: str) -> list[TokenKey]:
+        """Forget every key of ``shop`` (app uninstalled): offline, online, customer.
+
+        Their refreshers stop without a refresh attempt; a refresh in flight
+        discards Shopify's answer instead of saving or serving it (its
+        callers get `NoToken`); the store deletes them all (one
+        ``delete_shop`` when it has one; else ``list_keys`` and
+        ``delete_tokens``; else only the keys held in memory are dropped).
+        A later `put_token` (a reinstall) starts the shop afresh.
+
+        Returns:
+            The keys forgotten (in memory or in the store), sorted.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+            PersistenceError: The store failed; call again (the webhook's retry).
+        """
+        forgotten = await self._forgetter.forget(shop=normalize_shop(shop))
+        return sorted(forgotten, key=str)
 
     def statistics(self) -> TokenManagerStatistics:
         """Return a frozen snapshot of keys and counters."""
@@ -318,6 +334,8 @@ class TokenManager:
         try:
             try:
                 token = await core.store.load(key, bounded=False)
+                if core.being_forgotten(key) or not core.is_current(state):
+                    token = None  # read before a forget deleted it
             except PersistenceError as exc:
                 error = exc
                 raise

@@ -96,7 +96,9 @@ class PendingSaves:
                     attempt += 1
                     await trio.sleep(core.backoff(attempt))
                     async with state.locked():
-                        if state.unsaved is not None:
+                        if not core.is_current(state):
+                            state.unsaved = None  # forgotten: its pair must not come back
+                        elif state.unsaved is not None:
                             await self.save_pending(state)
             finally:
                 state.saving = False

@@ -10,7 +10,7 @@ and bounds the calls a refresh makes by ``store_timeout``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +62,14 @@ class StoreAdapter:
     counters: Counters
     locked: Locked | None = attrs.field(init=False)
     _delete: Callable[[TokenKey], Any] | None = attrs.field(init=False)
+    _delete_shop: Callable[[str], Any] | None = attrs.field(init=False)
+    _list_keys: Callable[[], AsyncIterator[TokenKey]] | None = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.locked = getattr(self.callback, "locked", None)
         self._delete = getattr(self.callback, "delete_tokens", None)
+        self._delete_shop = getattr(self.callback, "delete_shop", None)
+        self._list_keys = getattr(self.callback, "list_keys", None)
 
     async def load(self, key: TokenKey, *, bounded: bool = True) -> Token | None:
         """Load ``key``'s token (bounded by ``timeout`` unless a first load).
@@ -130,3 +134,27 @@ class StoreAdapter:
             msg = f"delete_tokens failed for {key}: {describe(exc, secrets_of(held))}"
             raise PersistenceError(msg, key=key) from exc
         return True
+
+    async def delete_shop(self, shop: str, known: Iterable[TokenKey]) -> set[TokenKey]:
+        """Delete every stored pair of ``shop`` and of the ``known`` keys; return the keys deleted.
+
+        One ``delete_shop`` when the store has it; else ``list_keys`` and
+        ``delete_tokens`` per key of the shop; else only the known keys.
+
+        Raises:
+            PersistenceError: The store failed (some pairs may be deleted).
+        """
+        deleted: set[TokenKey] = set()
+        try:
+            if self._delete_shop is not None:
+                deleted.update(await self._delete_shop(shop))
+            elif self._delete is not None and self._list_keys is not None:
+                # Listed first: deleting while a store pages through its keys could skip some.
+                deleted.update([key async for key in self._list_keys() if key.shop == shop])
+        except Exception as exc:
+            msg = f"deleting the tokens of {shop} failed: {describe(exc)}"
+            raise PersistenceError(msg) from exc
+        for key in sorted({*known, *deleted} - (deleted if self._delete_shop else set()), key=str):
+            if await self.delete(key, None):
+                deleted.add(key)
+        return deleted

@@ -7,6 +7,7 @@ whose module docstring draws the default table)::
     verify_callback                    InvalidCallback: says which check failed
     exchange_code                      authorization-code grant
     verify_session_token               InvalidSessionToken (local, no I/O)
+    verify_webhook                     InvalidWebhook: says which check failed
     exchange_session_token             token exchange for embedded apps
     migrate_to_expiring                non-expiring offline token -> expiring pair
     refresh                            refresh grant (the manager's `Refresher`)
@@ -57,6 +58,7 @@ from ._session_token import (
     token_exchange_error,
 )
 from ._token_endpoint import OwnsHTTPClient, post_token_request
+from ._webhooks import Webhook, verify_webhook_request
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -227,6 +229,27 @@ class ShopifyOAuth(OwnsHTTPClient):
         )
 
     # -- embedded apps: session tokens and token exchange ------------------------------
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> Webhook:
+        """Verify a webhook delivery from Shopify and return it parsed.
+
+        Checks ``X-Shopify-Hmac-Sha256`` against the raw body (constant time;
+        the old secret too during a rotation), the shop domain, and that the
+        topic, webhook id, API version and trigger time headers are present
+        and well-formed, and that the body is JSON. No I/O.
+
+        Args:
+            body: The raw request body, exactly as received (not re-encoded).
+            headers: The request's headers; names in any case.
+
+        Returns:
+            The verified `Webhook`.
+
+        Raises:
+            InvalidWebhook: A check failed; the message says which one.
+                Answer the request with 401.
+        """
+        return verify_webhook_request(body, headers, secrets=self._secret_list())
 
     def verify_session_token(self, session_token: str) -> SessionTokenClaims:
         """Verify an App Bridge session token (HS256, ``aud``, 10 s leeway) locally.

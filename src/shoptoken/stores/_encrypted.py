@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .._persistence import (
         LockedToken,
         SupportsDelete,
+        SupportsDeleteShop,
         SupportsListKeys,
         SupportsLocked,
         TokenCallback,
@@ -55,7 +56,9 @@ _KEY_BYTES: Final = 32
 _NONCE_BYTES: Final = 12
 _TAG_BYTES: Final = 16
 # Present on an EncryptedStore exactly when its inner store has them.
-_OPTIONAL: Final = frozenset({"create_schema", "delete_tokens", "list_keys", "locked"})
+_OPTIONAL: Final = frozenset(
+    {"create_schema", "delete_shop", "delete_tokens", "list_keys", "locked"}
+)
 
 
 def _validated_keys(keys: Mapping[str, bytes]) -> dict[str, AESGCM]:
@@ -120,6 +123,7 @@ class EncryptedStore:
         # Present at run time only when the inner store has them (__getattr__).
         async def create_schema(self) -> None: ...
         async def delete_tokens(self, key: TokenKey) -> None: ...
+        async def delete_shop(self, shop: str) -> list[TokenKey]: ...
         def list_keys(self) -> AsyncIterator[TokenKey]: ...
         def locked(
             self,
@@ -202,6 +206,9 @@ class EncryptedStore:
 
     async def _delete_tokens(self, key: TokenKey) -> None:
         await cast("SupportsDelete", self._inner).delete_tokens(key)
+
+    async def _delete_shop(self, shop: str) -> list[TokenKey]:
+        return await cast("SupportsDeleteShop", self._inner).delete_shop(shop)
 
     def _list_keys(self) -> AsyncIterator[TokenKey]:
         return cast("SupportsListKeys", self._inner).list_keys()

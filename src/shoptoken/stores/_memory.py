@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from .._errors import LockTimeout
+from .._keys import normalize_shop
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -54,6 +55,19 @@ class MemoryStore:
         """Delete the pair; no error if absent."""
         await trio.lowlevel.checkpoint()
         self._tokens.pop(key, None)
+
+    async def delete_shop(self, shop: str) -> list[TokenKey]:
+        """Delete every pair of ``shop``; return the keys deleted.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+        """
+        domain = normalize_shop(shop)
+        await trio.lowlevel.checkpoint()
+        deleted = [key for key in self._tokens if key.shop == domain]
+        for key in deleted:
+            del self._tokens[key]
+        return deleted
 
     async def list_keys(self) -> AsyncIterator[TokenKey]:
         """Yield the stored keys (a snapshot taken when iteration starts)."""

@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from .._errors import LockTimeout, PersistenceError
+from .._keys import normalize_shop
 from . import _codec
 from ._pg_pool import (
     DRIVER_ERRORS,
@@ -245,6 +246,23 @@ class PostgresStore:
         """
         delete = functools.partial(_execute, sql=self._sql.delete, args=(str(key),))
         await self._connections.transaction("delete", key, delete, single_statement=True)
+
+    async def delete_shop(self, shop: str) -> list[TokenKey]:
+        """Delete every pair of ``shop`` in one statement; return the keys deleted.
+
+        A row locked by a refresh in flight (``locked``) is deleted once that
+        refresh commits: its new pair does not outlive the delete.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+            PersistenceError: The database failed.
+        """
+        sql, domain = self._sql.delete_shop, normalize_shop(shop)
+
+        def delete(conn: psycopg.Connection[Any]) -> list[TokenKey]:
+            return [_codec.parse_key(row[0]) for row in conn.execute(sql, (domain,))]
+
+        return await self._connections.transaction("delete", None, delete, single_statement=True)
 
     async def list_keys(self) -> AsyncIterator[TokenKey]:
         """Yield every stored key, a batch per query (keyset pagination).

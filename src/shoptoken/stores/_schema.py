@@ -96,6 +96,7 @@ class SQLiteStatements:
     upsert: str
     delete: str
     page: str
+    delete_shop: str
 
     @classmethod
     def build(cls, table: str) -> SQLiteStatements:
@@ -115,6 +116,7 @@ class SQLiteStatements:
             ),
             delete=f"DELETE FROM {name} WHERE key = ?",  # noqa: S608 - quoted identifier
             page=f"SELECT key FROM {name} WHERE key > ? ORDER BY key LIMIT ?",  # noqa: S608 - quoted identifier
+            delete_shop=f"DELETE FROM {name} WHERE shop = ? RETURNING key",  # noqa: S608 - quoted identifier
         )
 
 
@@ -133,6 +135,7 @@ class PostgresStatements:
     update_locked: str
     delete: str
     page: str
+    delete_shop: str
 
     @classmethod
     def build(cls, table: str, schema: str | None) -> PostgresStatements:
@@ -169,4 +172,5 @@ class PostgresStatements:
             ),
             delete=f"DELETE FROM {name} WHERE key = %s",  # noqa: S608 - quoted identifier
             page=f"SELECT key FROM {name} WHERE key > %s ORDER BY key LIMIT %s",  # noqa: S608 - quoted identifier
+            delete_shop=f"DELETE FROM {name} WHERE shop = %s RETURNING key",  # noqa: S608 - quoted identifier
         )

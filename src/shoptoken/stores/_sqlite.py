@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from .._errors import LockTimeout, PersistenceError
+from .._keys import normalize_shop
 from . import _codec
 from ._schema import DEFAULT_TABLE, SQLiteStatements, sqlite_table
 from ._sqlite_pool import BUSY, Busy, SQLitePool, finish, in_transaction, is_busy
@@ -225,6 +226,22 @@ class SQLiteStore:
             "delete", key, functools.partial(_execute, sql=self._sql.delete, args=(str(key),))
         )
 
+    async def delete_shop(self, shop: str) -> list[TokenKey]:
+        """Delete every pair of ``shop`` in one statement; return the keys deleted.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+            PersistenceError: The database failed or stayed locked for ``busy_timeout``.
+        """
+        deleted: list[TokenKey] = []
+        sql, domain = self._sql.delete_shop, normalize_shop(shop)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            deleted[:] = [_codec.parse_key(row[0]) for row in conn.execute(sql, (domain,))]
+
+        await self._write("delete", None, delete)
+        return deleted
+
     async def list_keys(self) -> AsyncIterator[TokenKey]:
         """Yield every stored key, a batch per query (keys saved meanwhile may appear).
 
@@ -352,7 +369,7 @@ class SQLiteStore:
         return result
 
     async def _write(
-        self, what: str, key: TokenKey, fn: Callable[[sqlite3.Connection], None]
+        self, what: str, key: TokenKey | None, fn: Callable[[sqlite3.Connection], None]
     ) -> None:
         await self._ensure_ready()
         # One deadline for both waits: our own writers, then other processes'.

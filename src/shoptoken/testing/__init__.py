@@ -3,15 +3,19 @@
 `FakeShopify` emulates Shopify's OAuth endpoints (authorization code, refresh,
 token exchange, migration, the Customer Account API) and a small Admin API,
 with injectable faults, reached in process or over loopback HTTP
-(`serve_loopback`). `trio_wall_clock` drives its clock from trio's.
+(`serve_loopback`). `trio_wall_clock` drives its clock from trio's. It signs
+and sends webhooks (`FakeShopify.webhook`, `send_webhook`, `uninstall`) to an
+app's endpoint served on loopback (`webhook_app`, `serve_app`).
 """
 
+from ._asgi import WebhookHandler, webhook_app
 from ._clock import EPOCH, trio_wall_clock
 from ._fake_shopify import FakeShopify
 from ._faults import Endpoint, Fault, FaultKind, FaultPlan
-from ._loopback import LoopbackServer, serve_loopback
+from ._loopback import LoopbackServer, serve_app, serve_loopback
 from ._routing import ForeignHostError, LoopbackTransport
 from ._stats import ShopStatistics
+from ._webhook_request import WebhookRequest, webhook_request
 
 __all__ = [
     "EPOCH",
@@ -24,6 +28,11 @@ __all__ = [
     "LoopbackServer",
     "LoopbackTransport",
     "ShopStatistics",
+    "WebhookHandler",
+    "WebhookRequest",
+    "serve_app",
     "serve_loopback",
     "trio_wall_clock",
+    "webhook_app",
+    "webhook_request",
 ]

@@ -109,3 +109,32 @@ async def _write(answer: Answer, scope: Scope, send: Send, drop: DropHook | None
         )
         return
     await send({"type": "http.response.body", "body": answer.body})
+
+
+#: An app's webhook handler, as `webhook_app` serves it: raw body and headers in, status out.
+WebhookHandler: TypeAlias = Callable[[bytes, httpx.Headers], Awaitable[int]]
+
+
+def webhook_app(handler: WebhookHandler) -> ASGIApp:
+    """An ASGI application that hands each POST's raw body and headers to ``handler``.
+
+    It answers with the status ``handler`` returns (an empty body); other
+    methods get 405. Serve it with `serve_app` and send it deliveries with
+    `FakeShopify.send_webhook`: the app's side of a webhook test, with no
+    web framework.
+    """
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        body = await _read_body(receive)
+        status = 405
+        if scope["method"] == "POST":
+            status = await handler(body, httpx.Headers(list(scope["headers"])))
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app

@@ -43,6 +43,7 @@ from ._routing import check_shopify_url
 from ._session import mint_session_token
 from ._stats import FakeStatistics
 from ._throttle import RetryAfterWindows
+from ._webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 
 @attrs.define(eq=False)
-class FakeShopify(FakeStatistics):
+class FakeShopify(FakeStatistics, WebhookSender):
     """A faithful emulator of Shopify's OAuth endpoints, with faults on demand.
 
     Attributes:

@@ -34,6 +34,7 @@ from ._routing import LoopbackTransport
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from ._asgi import ASGIApp
     from ._fake_shopify import FakeShopify
 
 # Closing our own clients on the way out: bounded, and shielded from a
@@ -93,6 +94,51 @@ def _port(bind: str) -> int:
     return int(bind.rsplit(":", 1)[1])
 
 
+def _hypercorn(who: str, graceful_timeout: float) -> tuple[Any, Any]:
+    """The trio ``serve`` of hypercorn, and a quiet config bound to a free port of 127.0.0.1."""
+    try:
+        from hypercorn.config import Config  # noqa: PLC0415 - optional extra, loaded on use
+        from hypercorn.trio import serve  # noqa: PLC0415 - optional extra, loaded on use
+    except ModuleNotFoundError as exc:
+        msg = f"{who} needs the 'testing' extra: pip install 'shoptoken[testing]'"
+        raise ModuleNotFoundError(msg, name=exc.name) from exc
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = graceful_timeout
+    return serve, config
+
+
+@asynccontextmanager
+async def serve_app(app: ASGIApp, *, graceful_timeout: float = 1.0) -> AsyncIterator[str]:
+    """Serve an app's ASGI application on 127.0.0.1 for the ``async with`` block.
+
+    For the app side of a test: its webhook endpoint, which
+    `FakeShopify.send_webhook` then reaches over real HTTP. An exception
+    raised in the block reaches the caller as is.
+
+    Yields:
+        The app's base URL, ``http://127.0.0.1:{port}``.
+
+    Raises:
+        ModuleNotFoundError: hypercorn is missing (install ``shoptoken[testing]``).
+    """
+    serve, config = _hypercorn("serve_app", graceful_timeout)
+    shutdown = trio.Event()
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+        try:
+            yield f"http://127.0.0.1:{_port(binds[0])}"
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+            body_error = exc
+        finally:
+            shutdown.set()
+    if body_error is not None:
+        raise body_error
+
+
 @asynccontextmanager
 async def serve_loopback(
     fake: FakeShopify, *, graceful_timeout: float = 1.0
@@ -113,18 +159,7 @@ async def serve_loopback(
     Raises:
         ModuleNotFoundError: hypercorn is missing (install ``shoptoken[testing]``).
     """
-    try:
-        from hypercorn.config import Config  # noqa: PLC0415 - optional extra, loaded on use
-        from hypercorn.trio import serve  # noqa: PLC0415 - optional extra, loaded on use
-    except ModuleNotFoundError as exc:
-        msg = "serve_loopback needs the 'testing' extra: pip install 'shoptoken[testing]'"
-        raise ModuleNotFoundError(msg, name=exc.name) from exc
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = graceful_timeout
+    serve, config = _hypercorn("serve_loopback", graceful_timeout)
     relay = Relay()
     shutdown = trio.Event()
     body_error: BaseException | None = None

@@ -1,0 +1,218 @@
+"""forget_shop and forget: a shop's keys leave memory and store, and nothing brings them back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from shoptoken import MemoryStore, NoToken, PersistenceError, Token, TokenKey
+from shoptoken.testing import FakeShopify, Fault
+
+from ._managers import KEY, SHOP, Clock, expiring, installed, manager
+from .fakes import FlakyStore, PlainStore
+
+ONLINE = TokenKey.online(SHOP, 42)
+CUSTOMER = TokenKey.customer(SHOP, "gid://shopify/Customer/7")
+OTHER = TokenKey.offline("other-store")
+
+
+@attrs.define(eq=False)
+class ListingStore(PlainStore):
+    """A store with list_keys and delete_tokens but no delete_shop."""
+
+    deleted: list[TokenKey] = attrs.Factory(list)
+
+    async def delete_tokens(self, key: TokenKey) -> None:
+        """Delete one pair."""
+        await trio.lowlevel.checkpoint()
+        self.deleted.append(key)
+        self.tokens.pop(key, None)
+
+    async def list_keys(self) -> AsyncIterator[TokenKey]:
+        """Yield the stored keys."""
+        for key in list(self.tokens):
+            await trio.lowlevel.checkpoint()
+            yield key
+
+
+async def test_forget_shop_forgets_every_kind_and_stops_refreshing(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Offline, online and customer keys of the shop go (memory, parked, store); others stay."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    await installed(endpoint, store, OTHER)
+    await store.save_tokens(CUSTOMER, expiring(clock, 3600))
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        await tokens.put_token(ONLINE, Token(access_token="shpua_x", expires_at=None))
+        await tokens.valid_token(OTHER)
+        forgotten = await tokens.forget_shop("MY-STORE")
+        assert forgotten == sorted([KEY, ONLINE, CUSTOMER], key=str)
+        assert [key async for key in store.list_keys()] == [OTHER]
+        requests = endpoint.statistics(SHOP).refreshes
+        await trio.sleep(5 * 3600)
+        assert endpoint.statistics(SHOP).refreshes == requests == 0
+        assert endpoint.statistics("other-store").refreshes == 5
+        for key in (KEY, ONLINE, CUSTOMER):
+            with pytest.raises(NoToken):
+                await tokens.valid_token(key)
+        assert await tokens.forget_shop(SHOP) == []  # idempotent
+
+
+async def test_forget_shop_on_stores_without_delete_shop(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """list_keys + delete_tokens delete the shop's keys; a plain store only forgets in memory."""
+    listing = ListingStore()
+    await installed(endpoint, listing)
+    await installed(endpoint, listing, OTHER)
+    await listing.save_tokens(CUSTOMER, expiring(clock, 3600))
+    async with manager(endpoint, clock, listing) as tokens:
+        assert await tokens.forget_shop(SHOP) == sorted([KEY, CUSTOMER], key=str)
+        assert set(listing.tokens) == {OTHER}
+    plain = PlainStore()
+    await installed(endpoint, plain)
+    async with manager(endpoint, clock, plain) as tokens:
+        await tokens.valid_token(KEY)
+        assert await tokens.forget_shop(SHOP) == [KEY]
+        assert KEY in plain.tokens
+        assert tokens.statistics().keys_known == 0
+
+
+async def test_a_pending_save_is_not_resurrected(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A rotated pair whose save is being retried is dropped by forget_shop, never saved."""
+    store = FlakyStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        store.fail_saves = 1
+        await tokens.refresh_token(KEY)
+        assert tokens.statistics().saves_pending == 1
+        await tokens.forget_shop(SHOP)
+        saves = store.saves
+        await trio.sleep(600)
+        assert store.saves == saves
+        assert await store.load_tokens(KEY) is None
+
+
+async def test_an_unknown_outcome_is_not_marked_after_a_forget(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A refresh whose answer is lost after forget_shop stores no revocation mark."""
+    store = PlainStore()
+    original = await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens, trio.open_nursery() as nursery:
+        await tokens.valid_token(KEY)
+        endpoint.fail_next(Fault.timed_out(delay=30.0, processed=True))
+
+        async def refresh() -> None:
+            with pytest.raises(NoToken):
+                await tokens.refresh_token(KEY)
+
+        nursery.start_soon(refresh)
+        await trio.sleep(1)
+        with trio.fail_after(60):
+            assert await tokens.forget_shop(SHOP) == [KEY]
+        # PlainStore cannot delete: the pair stays as it was, not marked expired.
+        assert store.tokens[KEY] == original
+        assert endpoint.statistics(SHOP).refreshes == 1
+
+
+async def test_a_first_load_during_a_forget_finds_nothing(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A load that read the pair just before the store deleted it raises NoToken."""
+    store = SlowAnswerStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens, trio.open_nursery() as nursery:
+
+        async def first_use() -> None:
+            with pytest.raises(NoToken):
+                await tokens.valid_token(KEY)
+
+        nursery.start_soon(first_use)
+        await trio.sleep(1)  # the load has read the pair; its answer comes at 5 s
+        assert await tokens.forget_shop(SHOP) == [KEY]
+    assert len(store) == 0
+
+
+async def test_a_first_load_while_the_store_deletes_finds_nothing(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A key first used while forget_shop waits on the store is not brought back."""
+    store = SlowDeleteStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens, trio.open_nursery() as nursery:
+        nursery.start_soon(tokens.forget_shop, SHOP)
+        await trio.sleep(1)  # the delete is under way (it answers at 5 s)
+        with pytest.raises(NoToken):
+            await tokens.valid_token(KEY)
+        await trio.sleep(5)
+        assert tokens.statistics().keys_known == 0
+        assert len(store) == 0
+
+
+@attrs.define(eq=False)
+class SlowDeleteStore(MemoryStore):
+    """A MemoryStore whose delete_shop takes 5 s before it deletes."""
+
+    async def delete_shop(self, shop: str) -> list[TokenKey]:
+        """Wait, then delete."""
+        await trio.sleep(5)
+        return await super().delete_shop(shop)
+
+
+async def test_forget_shop_store_failure_is_raised_and_retryable(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A failing delete_shop raises PersistenceError; the call succeeds when repeated."""
+    store = FailingDeleteStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        with pytest.raises(PersistenceError, match="deleting the tokens of my-store"):
+            await tokens.forget_shop(SHOP)
+        store.broken = False
+        assert await tokens.forget_shop(SHOP) == [KEY]
+        assert len(store) == 0
+
+
+@attrs.define(eq=False)
+class SlowAnswerStore(MemoryStore):
+    """A MemoryStore whose loads read at once and answer 5 s later."""
+
+    async def load_tokens(self, key: TokenKey) -> Token | None:
+        """Read, then wait."""
+        token = await super().load_tokens(key)
+        await trio.sleep(5)
+        return token
+
+
+@attrs.define(eq=False)
+class FailingDeleteStore(MemoryStore):
+    """A MemoryStore whose delete_shop fails while ``broken``."""
+
+    broken: bool = True
+
+    async def delete_shop(self, shop: str) -> list[TokenKey]:
+        """Fail, or delete."""
+        if self.broken:
+            await trio.lowlevel.checkpoint()
+            raise OSError("database unavailable")
+        return await super().delete_shop(shop)
+
+
+async def test_forget_shop_rejects_a_bad_domain(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A malformed shop raises InvalidShopDomain (a ValueError) before anything changes."""
+    async with manager(endpoint, clock) as tokens:
+        with pytest.raises(ValueError, match="invalid shop domain"):
+            await tokens.forget_shop("evil.com")
