@@ -13,6 +13,7 @@ from ._errors import (
     PersistenceError,
     ReauthorizationRequired,
     RefreshFailed,
+    ServiceTimeout,
     ShopTokenError,
 )
 from ._events import EventHook, EventKind, TokenEvent
@@ -29,12 +30,15 @@ from ._persistence import (
     SupportsLocked,
     TokenCallback,
 )
+from ._service._aio import AsyncTokenService
+from ._service._service import TokenService
 from ._token import Token
 from .stores import MemoryStore
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncTokenService",
     "CustomerAccountEndpoints",
     "CustomerAccountOAuth",
     "EventHook",
@@ -52,6 +56,7 @@ __all__ = [
     "RefreshFailed",
     "RefreshPolicy",
     "Refresher",
+    "ServiceTimeout",
     "SessionTokenClaims",
     "ShopTokenError",
     "ShopifyOAuth",
@@ -65,6 +70,7 @@ __all__ = [
     "TokenKind",
     "TokenManager",
     "TokenManagerStatistics",
+    "TokenService",
     "new_pkce",
     "open_token_manager",
     "pkce_challenge",

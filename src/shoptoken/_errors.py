@@ -12,7 +12,9 @@ Operational failures share one root so an app can catch them together::
     ├── PersistenceError           the TokenCallback (store) failed
     ├── InvalidSessionToken        an App Bridge session JWT was rejected
     ├── InvalidCallback            an OAuth callback query failed verification
-    └── InvalidShopDomain          also a ValueError: bad input, not an outage
+    ├── InvalidShopDomain          also a ValueError: bad input, not an outage
+    └── ServiceTimeout             also a TimeoutError: a TokenService call's
+                                   answer did not come back in time
 
 Misuse (calling a closed manager, a bad policy value) raises the built-in
 `RuntimeError` / `ValueError` instead, so it is never mistaken for an outage.
@@ -119,3 +121,11 @@ class InvalidCallback(ShopTokenError):
 
 class InvalidShopDomain(ShopTokenError, ValueError):
     """A shop domain is not a valid ``*.myshopify.com`` name."""
+
+
+class ServiceTimeout(ShopTokenError, TimeoutError):
+    """A `TokenService` call did not get its answer from the service's thread in time.
+
+    The work it asked for (a refresh, a save) goes on in the service; only
+    this caller stopped waiting.
+    """

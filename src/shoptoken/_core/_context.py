@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .._token import Token
     from ._policy import RefreshPolicy
     from ._refresher import Refresher
-    from ._state import KeyState
+    from ._state import KeyState, StateObserver
     from ._statistics import Counters
     from ._store import StoreAdapter
 
@@ -51,6 +51,7 @@ class Core:
         counters: The running counters (the store adapter counts failed loads in them).
         states: Every key in memory.
         parked: Parked keys, with the epoch time their refresh token expires.
+        observer: Told of every key's state change (the thread-hosted service's view).
     """
 
     refresher: Refresher
@@ -62,6 +63,7 @@ class Core:
     critical: trio.Nursery
     background: trio.Nursery
     counters: Counters
+    observer: StateObserver | None = attrs.field(default=None, kw_only=True)
     states: dict[TokenKey, KeyState] = attrs.field(factory=dict, init=False)
     parked: dict[TokenKey, float] = attrs.field(factory=dict, init=False)
     alarms: AlarmClock = attrs.field(factory=AlarmClock, init=False)
@@ -79,6 +81,12 @@ class Core:
     def is_current(self, state: KeyState) -> bool:
         """Whether ``state`` is still the key's state in memory."""
         return self.states.get(state.key) is state
+
+    def last_used(self, state: KeyState) -> float:
+        """The key's latest use, including uses only the observer saw."""
+        if self.observer is None:
+            return state.used
+        return max(state.used, self.observer.last_used(state))
 
     def check_open(self) -> None:
         """Raise `RuntimeError` once the manager's block has ended."""
