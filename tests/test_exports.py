@@ -8,6 +8,7 @@ import shoptoken.stores
 import shoptoken.testing
 
 PUBLIC = [
+    "AsyncTokenService",
     "CustomerAccountEndpoints",
     "CustomerAccountOAuth",
     "EventHook",
@@ -25,6 +26,7 @@ PUBLIC = [
     "RefreshFailed",
     "RefreshPolicy",
     "Refresher",
+    "ServiceTimeout",
     "SessionTokenClaims",
     "ShopTokenError",
     "ShopifyOAuth",
@@ -38,6 +40,7 @@ PUBLIC = [
     "TokenKind",
     "TokenManager",
     "TokenManagerStatistics",
+    "TokenService",
     "new_pkce",
     "open_token_manager",
     "pkce_challenge",
