@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from .._auth import ServiceAuth
 from .._core._manager import open_token_manager
@@ -21,6 +21,13 @@ from .._core._refresher import as_refresher
 from .._persistence import TokenCallback
 from ._aio import AsyncTokenService, refresh_with, statistics_of
 from ._thread import ServiceThread
+
+class SupportsAclose(Protocol):
+    """Something closed with ``await x.aclose()`` (an `httpx.AsyncClient`)."""
+
+    async def aclose(self) -> None:
+        """Close it."""
+
 
 if TYPE_CHECKING:
     import random
@@ -68,6 +75,10 @@ class TokenService:
             so it must be thread-safe (``time.time`` is).
         hooks: Functions called with every `TokenEvent`, in the service's thread.
         rng: The randomness of retry jitter (seed it to reproduce).
+        resources: More objects the service closes (``await x.aclose()``)
+            in its thread when it closes: an `httpx.AsyncClient` injected
+            into the OAuth client (``http=``), which only the service's
+            thread may use.
         timeout: Default seconds a call waits for the service's thread.
         start_timeout: Seconds ``start()`` waits for the manager to be ready.
         name: The thread's name.
@@ -86,6 +97,7 @@ class TokenService:
         clock: Callable[[], float] = time.time,
         hooks: Iterable[EventHook] = (),
         rng: random.Random | None = None,
+        resources: Iterable[SupportsAclose] = (),
         timeout: float = 30.0,
         start_timeout: float = 60.0,
         name: str = "shoptoken-service",
@@ -104,6 +116,7 @@ class TokenService:
         self._clock = clock
         self._hooks = list(hooks)
         self._rng = rng
+        self._resources = list(resources)
         self._start_timeout = start_timeout
         self._thread = ServiceThread(
             name, clock=clock, timeout=timeout, grace=self._policy.shutdown_grace
@@ -167,8 +180,9 @@ class TokenService:
 
                 store = await stack.enter_async_context(open_store(store))
             given = self._refresher
-            for client in given.values() if isinstance(given, Mapping) else [given]:
-                close = getattr(client, "aclose", None)
+            clients = given.values() if isinstance(given, Mapping) else [given]
+            for resource in [*self._resources, *clients]:
+                close = getattr(resource, "aclose", None)
                 if close is not None:
                     stack.push_async_callback(close)
             yield await stack.enter_async_context(
