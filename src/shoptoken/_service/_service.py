@@ -22,6 +22,7 @@ from .._persistence import TokenCallback
 from ._aio import AsyncTokenService, refresh_with, statistics_of
 from ._thread import ServiceThread
 
+
 class SupportsAclose(Protocol):
     """Something closed with ``await x.aclose()`` (an `httpx.AsyncClient`)."""
 
