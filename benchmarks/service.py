@@ -19,13 +19,13 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 
 from shoptoken import MemoryStore, TokenKey, TokenService
 from shoptoken.testing import FakeShopify
 
 from ._report import Figure, Section, median_spread, percentile
+from .hot_path import _authlib_client as authlib_async_client
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -49,40 +49,24 @@ async def _per_call_async(fn: Callable[[TokenKey], Awaitable[object]], calls: in
     return (time.perf_counter_ns() - start) / calls
 
 
-def _authlib_token(expires_at: float) -> dict[str, Any]:
-    return {
-        "access_token": "a",
-        "refresh_token": "r",
-        "token_type": "Bearer",
-        "expires_at": expires_at,
-    }
-
-
-def _authlib_clients(expires_at: float) -> tuple[Any, Any]:
-    """Authlib's sync OAuth2Session (requests) and AsyncOAuth2Client, with a fresh token."""
-    # Authlib warns that it prefers "httpx2"; see hot_path.py for the import order.
-    import authlib.deprecate  # noqa: F401, PLC0415
-
+def _authlib_session(expires_at: float) -> Any:
+    """Authlib's sync OAuth2Session (on requests), holding a fresh token."""
+    # Imported after Authlib's async client (hot_path.py explains the warnings' order).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from authlib.integrations.httpx_client import AsyncOAuth2Client  # noqa: PLC0415
         from authlib.integrations.requests_client import OAuth2Session  # noqa: PLC0415
 
-    endpoint = "https://bench-store.myshopify.com/admin/oauth/access_token"
-    sync = OAuth2Session(
+    return OAuth2Session(
         client_id="bench",
         client_secret="bench-secret",
-        token=_authlib_token(expires_at),
-        token_endpoint=endpoint,
+        token={
+            "access_token": "a",
+            "refresh_token": "r",
+            "token_type": "Bearer",
+            "expires_at": expires_at,
+        },
+        token_endpoint="https://bench-store.myshopify.com/admin/oauth/access_token",
     )
-    asynchronous = AsyncOAuth2Client(
-        client_id="bench",
-        client_secret="bench-secret",
-        token=_authlib_token(expires_at),
-        token_endpoint=endpoint,
-        transport=httpx.MockTransport(lambda request: httpx.Response(500)),
-    )
-    return sync, asynchronous
 
 
 def _measure(service: TokenService, calls: int, repeats: int, misses: int) -> dict[str, Any]:
@@ -101,7 +85,8 @@ def _measure(service: TokenService, calls: int, repeats: int, misses: int) -> di
             return entry[0]
         return None
 
-    session, client = _authlib_clients(time.time() + 3600)
+    client: Any = authlib_async_client(time.time() + 3600)
+    session = _authlib_session(time.time() + 3600)
 
     def authlib_sync(key: TokenKey) -> object:
         session.ensure_active_token()

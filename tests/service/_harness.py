@@ -13,6 +13,7 @@ import attrs
 import trio
 
 from shoptoken import (
+    EventKind,
     MemoryStore,
     RefreshPolicy,
     Token,
@@ -25,6 +26,9 @@ from shoptoken.testing import FakeShopify
 
 from .._endpoint import FakeClock
 from .._managers import KEY
+
+#: The key whose refresh `Freezer` holds.
+FROZEN = TokenKey.offline("frozen-store")
 
 #: Shopify's access token lifetime: moving the clock this far expires a fresh pair.
 LIFETIME = 3600.0
@@ -44,6 +48,37 @@ class Harness:
     def expire(self) -> None:
         """Move the wall clock past the installed token's hard expiry."""
         self.clock.now += LIFETIME
+
+
+class Freezer:
+    """Freezes the service's thread on demand: its hook blocks inside a refresh of `FROZEN`.
+
+    While frozen, nothing crosses to the service's thread: a call that
+    needs it waits, a read that does not proves it.
+    """
+
+    def __init__(self) -> None:
+        self._entered = threading.Event()
+        self._release = threading.Event()
+
+    def hook(self, event: TokenEvent) -> None:
+        """Block the service's thread when `FROZEN`'s refresh starts."""
+        if event.kind is EventKind.REFRESH_STARTED and event.key == FROZEN:
+            self._entered.set()
+            self._release.wait(30.0)
+
+    @contextmanager
+    def frozen(self, h: Harness) -> Iterator[None]:
+        """Hold the service's thread for the block (`FROZEN` is installed here)."""
+        h.service.put_token(FROZEN, h.fake.install(FROZEN.shop))
+        refresh = threading.Thread(target=h.service.refresh_token, args=(FROZEN,))
+        refresh.start()
+        assert self._entered.wait(10.0)
+        try:
+            yield
+        finally:
+            self._release.set()
+            refresh.join()
 
 
 @contextmanager

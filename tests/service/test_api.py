@@ -22,27 +22,27 @@ from shoptoken.testing import FakeShopify
 
 from .._managers import KEY
 from ..fakes import FlakyStore
-from ._harness import running, stored, wait_until
+from ._harness import Freezer, running, stored, wait_until
 
 OTHER = TokenKey.offline("other-store")
 
 
 def test_a_fresh_token_is_read_without_the_service_thread() -> None:
-    """A fresh token comes from the published view: no call reaches the manager."""
-    with running() as h:
-        first = h.service.valid_token(KEY)  # put_token published it: no miss even here
-        assert first == h.token
-        # A nanosecond's patience: any hop to the service's thread would time out.
-        stats = h.service.statistics()
-        for _ in range(1000):
-            assert h.service.valid_token(KEY, timeout=1e-9) is first
+    """With the service's thread frozen, fresh reads answer (sync and asyncio); misses wait."""
+    freezer = Freezer()
+    with running(hooks=(freezer.hook,)) as h:
+        service = h.service
+        with freezer.frozen(h):
+            for _ in range(1000):
+                assert service.valid_token(KEY) is h.token
 
-        async def read() -> Token:
-            return await h.service.aio.valid_token(KEY)
+            async def read() -> Token:
+                return await service.aio.valid_token(KEY)
 
-        assert asyncio.run(read()) is first
-        assert h.fake.requests == 0
-        assert h.service.statistics().refreshes_succeeded == stats.refreshes_succeeded
+            assert asyncio.run(read()) is h.token
+            with pytest.raises(ServiceTimeout):  # a miss needs the thread: it waits
+                service.valid_token(OTHER, timeout=0.1)
+        assert h.fake.requests == 1  # FROZEN's refresh, nothing for KEY
 
 
 def test_every_method_answers_like_the_trio_api() -> None:

@@ -83,6 +83,26 @@ def test_a_rotation_in_flight_is_never_served_from_the_view() -> None:
         with pytest.raises(ServiceTimeout):
             h.service.valid_token(KEY, timeout=0.05)
         forced.join()
-        new = h.service.valid_token(KEY, timeout=1e-9)  # published again: no hop
+        new = h.service.valid_token(KEY)
         assert new != h.token
         assert h.fake.is_valid(KEY.shop, new.access_token)
+
+
+def test_close_from_another_thread_lets_a_refresh_in_flight_land() -> None:
+    """close() from a second thread: the waiting caller gets the new pair, saved first."""
+    with running(latency=0.3, shutdown_grace=5.0) as h:
+        h.expire()
+        got: list[Token] = []
+        caller = threading.Thread(target=lambda: got.append(h.service.valid_token(KEY)))
+        caller.start()
+        wait_until(lambda: h.fake.requests == 1)  # the refresh is at the fake
+        closer = threading.Thread(target=h.service.close)
+        closer.start()
+        closer.join()
+        caller.join()
+        assert len(got) == 1
+        assert got[0] != h.token
+        assert h.fake.is_valid(KEY.shop, got[0].access_token)
+        assert stored(h.store, KEY) == got[0]
+        with pytest.raises(RuntimeError, match="closed"):
+            h.service.valid_token(KEY)

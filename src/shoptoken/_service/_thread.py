@@ -185,7 +185,8 @@ class ServiceThread:
     def after_fork_in_child(self) -> None:
         """This process is a fork's child: the thread is gone; refuse every use."""
         self._lock = threading.Lock()  # the parent's may have been held by another thread
-        self._phase = Phase.FORKED
+        if self._phase is not Phase.CLOSED:  # a closed one stays closed, and says so
+            self._phase = Phase.FORKED
         self._pending.clear()
         self.published.withdraw_all()
 
