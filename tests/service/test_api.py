@@ -14,8 +14,10 @@ from shoptoken import (
     PersistenceError,
     ReauthorizationRequired,
     ServiceTimeout,
+    ShopifyOAuth,
     Token,
     TokenKey,
+    TokenKind,
     TokenService,
 )
 from shoptoken.testing import FakeShopify
@@ -231,3 +233,18 @@ def test_sync_and_async_auth_refresh_once_on_a_401() -> None:
         assert asyncio.run(asyncio_side()) == 200
         assert calls[1] != calls[0]
         assert h.service.statistics().refreshes_succeeded == 2
+
+
+def test_clients_are_closed_in_the_service_thread() -> None:
+    """close() closes the OAuth clients (a kind mapping too) and the resources it was given."""
+    fake = FakeShopify()
+    http = fake.http_client()
+    oauth = ShopifyOAuth(fake.client_id, fake.client_secret, http=http)
+    with TokenService({TokenKind.OFFLINE: oauth}, "memory://", resources=[http]) as service:
+        installed = fake.install(KEY.shop)
+        service.put_token(KEY, installed)
+        assert service.refresh_token(KEY) != installed  # through the mapping's client
+        assert not http.is_closed
+    assert http.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        trio.run(oauth.refresh, KEY, fake.install(KEY.shop))
