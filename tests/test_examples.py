@@ -57,6 +57,9 @@ def runs(scratch_db: Path) -> Runs:
         "embedded_app_token_exchange": command("embedded_app_token_exchange.py"),
         "headless_customer_token": command("headless_customer_token.py"),
         "migrate_fleet": command("migrate_fleet.py"),
+        "fastapi_app": command("fastapi_app.py"),
+        "flask_app": command("flask_app.py"),
+        "celery_worker": command("celery_worker.py"),
         "order_sync_daemon_help": command("order_sync_daemon.py", "--help"),
         "webhooks_uninstall": command("webhooks_uninstall.py"),
         "custom_callback_help": command("custom_callback.py", "--help"),
@@ -88,8 +91,11 @@ def number(pattern: str, text: str) -> int:
 def test_every_example_is_tested() -> None:
     """Each examples/*.py file has a test here."""
     tested = {
+        "celery_worker.py",
         "custom_callback.py",
         "embedded_app_token_exchange.py",
+        "fastapi_app.py",
+        "flask_app.py",
         "headless_customer_token.py",
         "migrate_fleet.py",
         "order_sync_daemon.py",
@@ -97,6 +103,29 @@ def test_every_example_is_tested() -> None:
         "webhooks_uninstall.py",
     }
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
+
+
+def test_fastapi_app(runs: Runs) -> None:
+    """fastapi_app.py: the lifespan runs a TokenService; every call answered across refreshes."""
+    out = output(runs, "fastapi_app")
+    assert number(r"(\d+) API calls through FastAPI", out) == 120
+    assert number(r"\((\d+) answered 200\)", out) == 120
+    assert number(r"(\d+) token refreshes", out) >= 3
+
+
+def test_flask_app(runs: Runs) -> None:
+    """flask_app.py: eight threads use the sync API; every call answered across refreshes."""
+    out = output(runs, "flask_app")
+    assert number(r"(\d+) API calls from 8 Flask threads", out) == 720
+    assert number(r"\((\d+) answered 200\)", out) == 720
+    assert number(r"(\d+) token refreshes", out) >= 3
+
+
+def test_celery_worker(runs: Runs) -> None:
+    """celery_worker.py: tasks in six threads share one service over SQLite; all answered."""
+    out = output(runs, "celery_worker")
+    assert number(r"\((\d+) Admin API calls answered 200\)", out) == 120
+    assert number(r"(\d+) token refreshes for 4 shops", out) >= 4
 
 
 def test_refresh_demo(runs: Runs) -> None:

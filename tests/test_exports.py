@@ -8,6 +8,7 @@ import shoptoken.stores
 import shoptoken.testing
 
 PUBLIC = [
+    "AsyncTokenService",
     "CustomerAccountEndpoints",
     "CustomerAccountOAuth",
     "EventHook",
@@ -27,6 +28,7 @@ PUBLIC = [
     "RefreshPolicy",
     "Refresher",
     "SeenWebhooks",
+    "ServiceTimeout",
     "SessionTokenClaims",
     "ShopTokenError",
     "ShopifyOAuth",
@@ -43,6 +45,7 @@ PUBLIC = [
     "TokenManagerStatistics",
     "Webhook",
     "handle_webhook",
+    "TokenService",
     "new_pkce",
     "open_token_manager",
     "pkce_challenge",

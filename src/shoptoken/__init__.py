@@ -14,6 +14,7 @@ from ._errors import (
     PersistenceError,
     ReauthorizationRequired,
     RefreshFailed,
+    ServiceTimeout,
     ShopTokenError,
 )
 from ._events import EventHook, EventKind, TokenEvent
@@ -32,6 +33,8 @@ from ._persistence import (
     SupportsLocked,
     TokenCallback,
 )
+from ._service._aio import AsyncTokenService
+from ._service._service import TokenService
 from ._token import Token
 from ._webhook_handling import SeenWebhooks, handle_webhook
 from .stores import MemoryStore
@@ -39,6 +42,7 @@ from .stores import MemoryStore
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncTokenService",
     "CustomerAccountEndpoints",
     "CustomerAccountOAuth",
     "EventHook",
@@ -58,6 +62,7 @@ __all__ = [
     "RefreshPolicy",
     "Refresher",
     "SeenWebhooks",
+    "ServiceTimeout",
     "SessionTokenClaims",
     "ShopTokenError",
     "ShopifyOAuth",
@@ -72,6 +77,7 @@ __all__ = [
     "TokenKind",
     "TokenManager",
     "TokenManagerStatistics",
+    "TokenService",
     "Webhook",
     "handle_webhook",
     "new_pkce",

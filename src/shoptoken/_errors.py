@@ -13,7 +13,9 @@ Operational failures share one root so an app can catch them together::
     ├── InvalidSessionToken        an App Bridge session JWT was rejected
     ├── InvalidCallback            an OAuth callback query failed verification
     ├── InvalidWebhook             also a ValueError: a webhook failed verification
-    └── InvalidShopDomain          also a ValueError: bad input, not an outage
+    ├── InvalidShopDomain          also a ValueError: bad input, not an outage
+    └── ServiceTimeout             also a TimeoutError: a TokenService call's
+                                   answer did not come back in time
 
 Misuse (calling a closed manager, a bad policy value) raises the built-in
 `RuntimeError` / `ValueError` instead, so it is never mistaken for an outage.
@@ -127,3 +129,11 @@ class InvalidWebhook(ShopTokenError, ValueError):
 
 class InvalidShopDomain(ShopTokenError, ValueError):
     """A shop domain is not a valid ``*.myshopify.com`` name."""
+
+
+class ServiceTimeout(ShopTokenError, TimeoutError):
+    """A `TokenService` call did not get its answer from the service's thread in time.
+
+    The work it asked for (a refresh, a save) goes on in the service; only
+    this caller stopped waiting.
+    """

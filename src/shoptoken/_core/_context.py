@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .._token import Token
     from ._policy import RefreshPolicy
     from ._refresher import Refresher
-    from ._state import KeyState
+    from ._state import KeyState, StateObserver
     from ._statistics import Counters
     from ._store import StoreAdapter
 
@@ -54,6 +54,7 @@ class Core:
         parked: Parked keys, with the epoch time their refresh token expires.
         forgetting: The shops and keys a `Forgetter` is deleting now: a load
             of one of them finds nothing.
+        observer: Told of every key's state change (the thread-hosted service's view).
     """
 
     refresher: Refresher
@@ -65,6 +66,7 @@ class Core:
     critical: trio.Nursery
     background: trio.Nursery
     counters: Counters
+    observer: StateObserver | None = attrs.field(default=None, kw_only=True)
     states: dict[TokenKey, KeyState] = attrs.field(factory=dict, init=False)
     parked: dict[TokenKey, float] = attrs.field(factory=dict, init=False)
     forgetting: Counter[str | TokenKey] = attrs.field(factory=Counter, init=False)
@@ -87,6 +89,12 @@ class Core:
     def being_forgotten(self, key: TokenKey) -> bool:
         """Whether ``key`` (or its whole shop) is being forgotten right now."""
         return bool(self.forgetting) and (key in self.forgetting or key.shop in self.forgetting)
+
+    def last_used(self, state: KeyState) -> float:
+        """The key's latest use, including uses only the observer saw."""
+        if self.observer is None:
+            return state.used
+        return max(state.used, self.observer.last_used(state))
 
     def check_open(self) -> None:
         """Raise `RuntimeError` once the manager's block has ended."""

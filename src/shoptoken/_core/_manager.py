@@ -31,7 +31,7 @@ from ._policy import RefreshPolicy
 from ._refresher import as_refresher
 from ._rotation import Rotator
 from ._saves import PendingSaves
-from ._state import KeyState, Phase
+from ._state import KeyState, Phase, StateObserver
 from ._statistics import Counters, TokenManagerStatistics
 from ._store import StoreAdapter
 from ._supervision import Supervision
@@ -294,7 +294,7 @@ class TokenManager:
             if not isinstance(key, TokenKey):
                 msg = f"expected a TokenKey, not {type(key).__name__}"
                 raise TypeError(msg)
-            state = self._states[key] = KeyState(key)
+            state = self._states[key] = KeyState(key, observer=self._core.observer)
             self._core.parked.pop(key, None)
         return state
 
@@ -364,6 +364,7 @@ async def open_token_manager(
     clock: Callable[[], float] = time.time,
     hooks: Iterable[EventHook] = (),
     rng: random.Random | None = None,
+    observer: StateObserver | None = None,
 ) -> AsyncIterator[TokenManager]:
     """Run a `TokenManager` for the duration of the ``async with`` block.
 
@@ -383,6 +384,7 @@ async def open_token_manager(
         hooks: Functions called with every `TokenEvent`.
         rng: The randomness of retry jitter and ``node_spread`` (a seeded
             `random.Random` makes them reproducible); a fresh one by default.
+        observer: Internal: the thread-hosted service's view of fresh tokens.
 
     Raises:
         TypeError: ``refresher`` or ``callback`` lacks the methods it needs.
@@ -406,6 +408,7 @@ async def open_token_manager(
             critical,
             background,
             counters,
+            observer=observer,
         )
         try:
             yield TokenManager(core)

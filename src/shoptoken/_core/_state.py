@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import math
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
@@ -38,6 +38,23 @@ if TYPE_CHECKING:
     from .._keys import TokenKey
     from .._token import Token
     from ._flight import Flight
+
+
+class StateObserver(Protocol):
+    """Watches every key's served answer from outside the manager (the thread-hosted service).
+
+    ``changed`` runs synchronously inside each transition, after
+    ``fresh_until`` is re-derived and before anything else happens in the
+    trio thread, so a copy of the answer kept elsewhere is never looser
+    than the manager's. ``last_used`` reports uses the manager did not see
+    (reads of that copy), so such keys do not park.
+    """
+
+    def changed(self, state: KeyState) -> None:
+        """``state``'s token or ``fresh_until`` may have changed."""
+
+    def last_used(self, state: KeyState) -> float:
+        """The wall time of the key's latest use seen by the observer (or -inf)."""
 
 
 class Phase(enum.Enum):
@@ -88,6 +105,8 @@ class KeyState:
     #: Consecutive refreshes left to another holder of the store's lock.
     deferrals: int = 0
     _lock: trio.Lock | None = attrs.field(default=None, init=False)
+    #: Told of every change of ``fresh_until`` (see `StateObserver`).
+    observer: StateObserver | None = attrs.field(default=None, kw_only=True, repr=False)
 
     @property
     def phase(self) -> Phase:
@@ -103,6 +122,8 @@ class KeyState:
             self.fresh_until, self.join_from = -math.inf, math.inf
         else:
             self.fresh_until, self.join_from = fresh_until(self), join_from(self)
+        if self.observer is not None:
+            self.observer.changed(self)
 
     # -- transitions -----------------------------------------------------------------
 

@@ -113,7 +113,7 @@ class Supervision:
 
     def next_wake(self, state: KeyState, now: float) -> float | None:
         """When the keeper next acts (wall time); None once the key has parked."""
-        idle_at = state.used + self.core.policy.idle_after
+        idle_at = self.core.last_used(state) + self.core.policy.idle_after
         if now >= idle_at and self.park(state):
             return None
         due = state.retry_at if state.failures else state.stale_at

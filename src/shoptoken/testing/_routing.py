@@ -61,6 +61,27 @@ def check_shopify_url(url: httpx.URL) -> str:
     return host
 
 
+def forwarded(request: httpx.Request, port: int) -> httpx.Request:
+    """``request`` sent to ``http://127.0.0.1:{port}`` instead, its Shopify host kept.
+
+    Raises:
+        ForeignHostError: The URL is not an https Shopify URL.
+    """
+    host = check_shopify_url(request.url)
+    headers = request.headers.copy()
+    # httpx already set Host from the URL; keep it, and say it twice.
+    headers["Host"] = host
+    headers["X-Forwarded-Host"] = host
+    headers["X-Forwarded-Proto"] = "https"
+    return httpx.Request(
+        request.method,
+        request.url.copy_with(scheme="http", host="127.0.0.1", port=port),
+        headers=headers,
+        stream=request.stream,
+        extensions=request.extensions,
+    )
+
+
 class LoopbackTransport(httpx.AsyncBaseTransport):
     """Sends Shopify URLs to a fake on 127.0.0.1, refusing any other URL.
 
@@ -78,20 +99,7 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         Raises:
             ForeignHostError: The URL is not an https Shopify URL.
         """
-        host = check_shopify_url(request.url)
-        headers = request.headers.copy()
-        # httpx already set Host from the URL; keep it, and say it twice.
-        headers["Host"] = host
-        headers["X-Forwarded-Host"] = host
-        headers["X-Forwarded-Proto"] = "https"
-        forwarded = httpx.Request(
-            request.method,
-            request.url.copy_with(scheme="http", host="127.0.0.1", port=self.port),
-            headers=headers,
-            stream=request.stream,
-            extensions=request.extensions,
-        )
-        return await self._inner.handle_async_request(forwarded)
+        return await self._inner.handle_async_request(forwarded(request, self.port))
 
     async def aclose(self) -> None:
         """Close the pooled loopback connections."""
@@ -104,3 +112,27 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         traceback: TracebackType | None = None,
     ) -> None:
         await self.aclose()
+
+
+class SyncLoopbackTransport(httpx.BaseTransport):
+    """`LoopbackTransport` for a synchronous `httpx.Client` (Flask, Django, Celery tests).
+
+    Args:
+        port: The loopback port the fake listens on.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Forward ``request`` to the loopback server, or refuse it.
+
+        Raises:
+            ForeignHostError: The URL is not an https Shopify URL.
+        """
+        return self._inner.handle_request(forwarded(request, self.port))
+
+    def close(self) -> None:
+        """Close the pooled loopback connections."""
+        self._inner.close()

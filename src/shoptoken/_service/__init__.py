@@ -1,0 +1,1 @@
+"""The thread-hosted token service: a TokenManager for asyncio and synchronous apps."""
