@@ -248,3 +248,34 @@ def test_clients_are_closed_in_the_service_thread() -> None:
     assert http.is_closed
     with pytest.raises(RuntimeError, match="closed"):
         trio.run(oauth.refresh, KEY, fake.install(KEY.shop))
+
+
+def test_webhooks_end_a_shops_tokens_from_both_apis() -> None:
+    """app/uninstalled through the sync API, customers/redact through asyncio: gone everywhere."""
+    customer = TokenKey.customer(OTHER.shop, "gid://shopify/Customer/7")
+    with running() as h:
+        service, fake = h.service, h.fake
+        service.put_token(OTHER, fake.install(OTHER.shop))
+        service.put_token(customer, Token("shcat_customer", "shcrt_customer", "", None))
+        assert service.valid_token(KEY) == h.token  # published, read without a hop
+        oauth = fake.oauth()
+        uninstall = fake.webhook("app/uninstalled", KEY.shop)
+        assert service.handle_webhook(oauth.verify_webhook(uninstall.body, uninstall.headers)) == [
+            KEY
+        ]
+        with pytest.raises(NoToken):
+            service.valid_token(KEY)
+        assert stored(h.store, KEY) is None
+
+        async def redact() -> list[TokenKey]:
+            request = fake.webhook("customers/redact", OTHER.shop, customer_id=7)
+            return await service.aio.handle_webhook(
+                oauth.verify_webhook(request.body, request.headers)
+            )
+
+        assert customer in asyncio.run(redact())
+        assert stored(h.store, customer) is None
+        assert service.valid_token(OTHER) is not None  # the shop's other keys stay
+        assert service.forget_shop(OTHER.shop) == [OTHER]
+        assert asyncio.run(service.aio.forget_shop(OTHER.shop)) == []
+        assert stored(h.store, OTHER) is None

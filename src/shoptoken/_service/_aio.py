@@ -14,6 +14,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ServiceTimeout
+from .._webhook_handling import handle_webhook
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .._core._manager import TokenManager
     from .._core._statistics import TokenManagerStatistics
     from .._keys import TokenKey
+    from .._oauth._webhooks import Webhook
     from .._token import Token
     from ._thread import ServiceThread
 
@@ -72,6 +74,14 @@ class AsyncTokenService:
     async def forget(self, key: TokenKey) -> None:
         """Stop refreshing ``key`` and delete its stored pair (see `TokenService.forget`)."""
         await self._call(self._thread.manager().forget, key)
+
+    async def forget_shop(self, shop: str) -> list[TokenKey]:
+        """Forget every key of ``shop`` (see `TokenService.forget_shop`)."""
+        return await self._call(self._thread.manager().forget_shop, shop)  # type: ignore[no-any-return]
+
+    async def handle_webhook(self, webhook: Webhook) -> list[TokenKey]:
+        """Do what ``webhook`` asks of the tokens (see `TokenService.handle_webhook`)."""
+        return await self._call(handle_webhook, self._thread.manager(), webhook)  # type: ignore[no-any-return]
 
     async def statistics(self) -> TokenManagerStatistics:
         """Return the manager's statistics snapshot (see `TokenService.statistics`)."""

@@ -19,6 +19,7 @@ from .._core._manager import open_token_manager
 from .._core._policy import RefreshPolicy
 from .._core._refresher import as_refresher
 from .._persistence import TokenCallback
+from .._webhook_handling import handle_webhook
 from ._aio import AsyncTokenService, refresh_with, statistics_of
 from ._thread import ServiceThread
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .._core._statistics import TokenManagerStatistics
     from .._events import EventHook
     from .._keys import TokenKey, TokenKind
+    from .._oauth._webhooks import Webhook
     from .._token import Token
 
 
@@ -275,12 +277,46 @@ class TokenService:
         """Stop refreshing ``key`` and delete its stored pair (`TokenManager.forget`).
 
         Raises:
-            PersistenceError: The store failed to delete; nothing changed.
+            PersistenceError: The store failed to delete (the key is out of
+                memory already): call again.
             ServiceTimeout: No answer within ``timeout``.
             RuntimeError: The service is not running.
         """
         thread = self._thread
         thread.call(thread.manager().forget, key, timeout=timeout)
+
+    def forget_shop(self, shop: str, *, timeout: float | None = None) -> list[TokenKey]:
+        """Forget every key of ``shop``, in memory and in the store (`TokenManager.forget_shop`).
+
+        Returns:
+            The keys forgotten, sorted.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+            PersistenceError: The store failed: call again (the webhook's retry).
+            ServiceTimeout: No answer within ``timeout``.
+            RuntimeError: The service is not running.
+        """
+        thread = self._thread
+        return thread.call(thread.manager().forget_shop, shop, timeout=timeout)  # type: ignore[no-any-return]
+
+    def handle_webhook(self, webhook: Webhook, *, timeout: float | None = None) -> list[TokenKey]:
+        """Do what a verified ``webhook`` asks of the tokens (`shoptoken.handle_webhook`).
+
+        ``app/uninstalled`` and ``shop/redact`` forget the shop,
+        ``customers/redact`` the customer's keys.
+
+        Returns:
+            The keys forgotten.
+
+        Raises:
+            InvalidWebhook: A ``customers/redact`` payload without a customer id.
+            PersistenceError: The store failed: answer 5xx so Shopify retries.
+            ServiceTimeout: No answer within ``timeout``.
+            RuntimeError: The service is not running.
+        """
+        thread = self._thread
+        return thread.call(handle_webhook, thread.manager(), webhook, timeout=timeout)  # type: ignore[no-any-return]
 
     def statistics(self, *, timeout: float | None = None) -> TokenManagerStatistics:
         """Return the manager's frozen statistics snapshot (read in its thread).
