@@ -53,7 +53,7 @@ class Supervision:
             or self.core.closed
             or state.dead
             or token is None
-            or not token.refreshable
+            or not (token.refreshable or state.mintable)
             or token.expires_at is None
         ):
             return
