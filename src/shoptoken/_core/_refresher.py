@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 class Refresher(Protocol):
     """Turns a token into its successor. `ShopifyOAuth` is one.
 
+    A refresher that also has ``mint(key, *, clock)`` (see `Minter`; so does
+    `ShopifyOAuth`) serves client-credentials keys: the manager mints their
+    tokens rather than refreshing them.
+
     The manager passes its own wall ``clock``; the refresher reads it once,
     just before sending the request, and dates the new token from that
     instant (``expires_at = sent_at + expires_in``), so every token a manager
