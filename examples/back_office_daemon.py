@@ -27,10 +27,12 @@ import trio
 import trio.testing
 
 from shoptoken import (
+    EventKind,
     MemoryStore,
     RefreshPolicy,
     ShopifyOAuth,
     ShopTokenError,
+    TokenEvent,
     TokenKey,
     TokenManager,
     open_token_manager,
@@ -56,6 +58,11 @@ class Tally:
 
     calls: int = 0
     failed: int = 0
+    reauthorizations: int = 0
+
+    def __call__(self, event: TokenEvent) -> None:
+        """The manager's event hook: count the keys that would need the merchant."""
+        self.reauthorizations += event.kind is EventKind.REAUTHORIZATION_REQUIRED
 
 
 async def inventory_job(
@@ -87,9 +94,12 @@ async def run_daemon(
     # honouring Retry-After; park a store's key after a day without use.
     policy = RefreshPolicy()
     async with (
-        shopify_http(shopify) as http,  # one connection pool for tokens and API calls
+        # One connection pool for grants and API calls. Against real Shopify:
+        # httpx.AsyncClient(timeout=30), the same URLs over the network; here
+        # the fake answers them in process.
+        shopify.http_client(timeout=30) as http,
         ShopifyOAuth(CLIENT_ID, CLIENT_SECRET, http=http, clock=clock) as oauth,
-        open_token_manager(oauth, store, policy=policy, clock=clock) as tokens,
+        open_token_manager(oauth, store, policy=policy, clock=clock, hooks=[tally]) as tokens,
         trio.open_nursery() as nursery,
     ):
         for index, key in enumerate(keys):
@@ -106,15 +116,6 @@ async def run_daemon(
                 f"{sum(shopify.api_calls_rejected.values())} API calls rejected"
             )
         nursery.cancel_scope.cancel()  # this run's time is up (a deploy, say)
-
-
-def shopify_http(shopify: FakeShopify) -> httpx.AsyncClient:
-    """The HTTP client every Shopify request goes through.
-
-    Against real Shopify this is ``httpx.AsyncClient(timeout=30)``: the same
-    URLs, sent over the network. Here the fake answers them in process.
-    """
-    return shopify.http_client(timeout=30)
 
 
 def wall(now: float) -> str:
@@ -167,9 +168,11 @@ async def main(hours: float, store_count: int) -> int:
         f"\n{made} API calls made, {rejected} rejected; {tally.failed} jobs failed\n"
         f"{minted} tokens minted ({spread} per store, {minted - before} after the restart; "
         f"{shopify.grants_lost} lost in transit and minted again), "
-        f"0 put_token calls, 0 re-authorizations"
+        f"{tally.reauthorizations} re-authorizations"
     )
-    return 1 if rejected else 0  # a failed job (no token yet: its grant failed) runs again
+    return (
+        1 if rejected or tally.reauthorizations else 0
+    )  # a failed job (no token yet: its grant failed) runs again
 
 
 def run() -> int:

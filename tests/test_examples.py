@@ -212,7 +212,7 @@ def test_back_office_daemon(runs: Runs) -> None:
     # A token lives 24 h and is minted again ~6 min before: at 0, 23.9, 47.8 and 71.7 h.
     assert number(r"(\d+) tokens minted \(4 per store", out) == 16
     assert number(r"(\d+) after the restart", out) == 8
-    assert "0 put_token calls, 0 re-authorizations" in out
+    assert number(r"(\d+) re-authorizations", out) == 0
 
 
 def test_back_office_daemon_options(runs: Runs) -> None:
