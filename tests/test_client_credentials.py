@@ -229,14 +229,20 @@ async def test_an_idle_key_parks_and_its_next_use_mints(
 async def test_an_uninstalled_shop_is_reauthorization_required(
     endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Not expiry but an uninstall (401): the key needs the app installed again."""
+    """Not expiry but an uninstall (401): the key stays dead, with no new grant, until forgotten."""
     endpoint.revoke(SHOP)
     async with manager(endpoint, clock) as tokens:
         with pytest.raises(ReauthorizationRequired):
             await tokens.valid_token(KEY)
+        await trio.sleep(31.0)  # past the recheck interval: the store still holds nothing
         with pytest.raises(ReauthorizationRequired):
             await tokens.valid_token(KEY)
-    assert endpoint.statistics(SHOP).mints_rejected == 1
+        assert endpoint.statistics(SHOP).mints_rejected == 1
+        endpoint.install(SHOP)  # the app is installed on the store again
+        await tokens.forget(KEY)
+        token = await tokens.valid_token(KEY)
+    assert endpoint.is_valid(SHOP, token.access_token)
+    assert endpoint.mints == {SHOP: 1}
 
 
 async def test_refresh_token_of_a_vacant_key_mints(
