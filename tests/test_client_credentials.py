@@ -15,6 +15,7 @@ from shoptoken import (
     ReauthorizationRequired,
     RefreshFailed,
     ShopifyOAuth,
+    ShopTokenError,
     Token,
     TokenEvent,
     TokenKey,
@@ -22,8 +23,9 @@ from shoptoken import (
 )
 from shoptoken.testing import FakeShopify, Fault
 
+from ._logs import captured_events
 from ._managers import Clock, manager
-from .fakes import PlainStore
+from .fakes import FlakyStore, PlainStore
 
 KEY = TokenKey.client_credentials("my-store")
 SHOP = KEY.shop
@@ -257,3 +259,42 @@ async def test_refresh_token_of_a_vacant_key_mints(
     assert endpoint.is_valid(SHOP, forced.access_token)
     assert endpoint.mints == {SHOP: 2}
     assert math.isfinite(forced.expires_at.timestamp())  # type: ignore[union-attr]
+
+
+async def test_no_minted_token_or_client_secret_leaks(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Three days of mints with lost answers, failed saves and a wrong secret: no secret in text."""
+    keys = [TokenKey.client_credentials(f"leak-{i}") for i in range(3)]
+    store = FlakyStore()
+    texts: list[str] = []
+    events: list[TokenEvent] = []
+    with captured_events() as logs:
+        async with manager(endpoint, clock, store, events=events) as tokens:
+            for hour in range(3 * 24):
+                if hour % 24 in (0, 23):  # the first mints, and the re-mints ~6 minutes before 24 h
+                    endpoint.fail_next(Fault.http(520, processed=True), 500, 429)
+                    store.fail_saves = 1  # its message quotes the token it failed to write
+                for key in keys:
+                    try:
+                        token = await tokens.valid_token(key)
+                        texts += [repr(token), str(token)]
+                    except ShopTokenError as exc:
+                        texts += [str(exc), repr(exc), str(exc.__cause__)]
+                await trio.sleep(3600)
+            texts += [repr(tokens.statistics()), repr(tokens.auth(keys[0]))]
+        async with ShopifyOAuth(
+            endpoint.client_id, "shpss_wrong0secret0000000000000000000", http=endpoint.http_client()
+        ) as wrong:
+            with pytest.raises(RefreshFailed) as info:
+                await wrong.mint(keys[0])
+            texts += [str(info.value), repr(wrong)]
+    texts += [repr(event) for event in events] + [repr(entry) for entry in logs]
+    # The fake's own record of each shop's tokens: the live one and every one it ended.
+    records = [endpoint._admin.shops[key.shop] for key in keys]
+    minted = {token for record in records for token in record.ended}
+    minted |= {record.minted.access for record in records if record.minted is not None}
+    assert len(minted) >= 3 * 3
+    assert any("[redacted]" in text for text in texts)  # the store's message was scrubbed
+    secrets_ = [*minted, endpoint.client_secret, "shpss_wrong0secret0000000000000000000"]
+    assert [(s, t) for s in secrets_ for t in texts if s in t] == []
