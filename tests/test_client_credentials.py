@@ -21,7 +21,7 @@ from shoptoken import (
     TokenKey,
     TokenKind,
 )
-from shoptoken.testing import FakeShopify, Fault
+from shoptoken.testing import FakeShopify, Fault, serve_loopback
 
 from ._logs import captured_events
 from ._managers import Clock, manager
@@ -298,3 +298,26 @@ async def test_no_minted_token_or_client_secret_leaks(
     assert any("[redacted]" in text for text in texts)  # the store's message was scrubbed
     secrets_ = [*minted, endpoint.client_secret, "shpss_wrong0secret0000000000000000000"]
     assert [(s, t) for s in secrets_ for t in texts if s in t] == []
+
+
+async def test_the_grant_over_loopback() -> None:
+    """Real sockets: a mint, a wrong secret (401 invalid_client), an uninstalled store (401)."""
+    fake = FakeShopify()
+    key = TokenKey.client_credentials("loop-back-office")
+    with trio.fail_after(20):
+        async with serve_loopback(fake) as server, server.oauth() as oauth:
+            token = await oauth.mint(key)
+            wrong = ShopifyOAuth(
+                fake.client_id, "shpss_wrong0secret0000000000000000000", http=server.client()
+            )
+            with pytest.raises(RefreshFailed) as refused:
+                await wrong.mint(key)
+            fake.revoke(key.shop)
+            with pytest.raises(ReauthorizationRequired):
+                await oauth.mint(key)
+    assert token.refresh_token is None
+    assert refused.value.app_credentials_rejected
+    assert fake.statistics(key.shop).mints == 1
+    assert fake.statistics(key.shop).clients_rejected == 1
+    assert fake.statistics(key.shop).mints_rejected == 1
+    assert not fake.is_valid(key.shop, token.access_token)  # ended by the uninstall
