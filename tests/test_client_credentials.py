@@ -187,6 +187,23 @@ async def test_retry_after_and_backoff_bound_the_mints(
     assert endpoint.is_valid(SHOP, token.access_token)
 
 
+async def test_a_failed_first_mint_is_retried_by_the_keeper(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Supervision: the first mint failed (503); the keeper retries it, no caller needed."""
+    endpoint.fail_next(503)
+    async with manager(endpoint, clock, retry_initial=10.0, retry_jitter=0.0) as tokens:
+        with pytest.raises(RefreshFailed):
+            await tokens.valid_token(KEY)
+        await trio.sleep(11.0)
+        assert endpoint.mints == {SHOP: 1}  # minted by the keeper at the end of the backoff
+        requests = endpoint.requests
+        token = await tokens.valid_token(KEY)
+        assert endpoint.requests == requests  # served from memory
+        assert tokens.statistics().keys_active == 1
+    assert endpoint.is_valid(SHOP, token.access_token)
+
+
 async def test_invalid_client_pauses_every_mint_of_the_app(
     endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -139,10 +139,15 @@ class TokenManager:
         raise AssertionError  # pragma: no cover - raise_if_dead raised
 
     async def _first_mint(self, state: KeyState) -> Token:
-        """Mint a vacant key's first token (or join that mint), then keep it fresh."""
-        token = await self._rotator.refresh(state, reason="first token")
-        self._supervision.start(state)
-        return token
+        """Mint a vacant key's first token (or join that mint), then keep it fresh.
+
+        The keeper starts either way: it keeps the token fresh, or retries a
+        failed first mint when its backoff ends.
+        """
+        try:
+            return await self._rotator.refresh(state, reason="first token")
+        finally:
+            self._supervision.start(state)
 
     # -- the rest of the public API -------------------------------------------
 
