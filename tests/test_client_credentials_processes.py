@@ -61,9 +61,10 @@ async def test_nodes_mint_each_shop_once_per_expiry(tmp_path: Path, backend: str
     assert sum(mints.values()) == sum(r["refreshes"] for r in results)
     assert fake.grants_lost == 0
     for key in keys:
-        # 7 s of calls and 4 s tokens minted again 2-2.5 s into their life:
-        # the first mint and 2-3 re-mints; four nodes minting alike would make 4x.
-        assert 3 <= mints[key.shop] <= 4, mints
+        # 7 s of calls (a node slow to start runs a little later) and 4 s
+        # tokens minted again 2-2.5 s into their life: the first mint and 2-4
+        # re-mints. Four nodes minting alike would make four times as many.
+        assert 3 <= mints[key.shop] <= 5, mints
         assert fake.statistics(key.shop).mints_rejected == 0
         token = stored[key]
         assert token is not None
