@@ -5,7 +5,8 @@
 Opens the store, runs a `TokenManager` whose `ShopifyOAuth` reaches a
 FakeShopify served on loopback (``--port``), and until the duration is up
 calls ``valid_token`` for its shops round-robin, making an Admin API call
-with ``tokens.auth(key)`` after each (``--api``). Prints one JSON line:
+with ``tokens.auth(key)`` after each (``--api``). With ``--client-credentials``
+the keys are client-credentials keys, minted (the first one too) by the nodes. Prints one JSON line:
 calls, errors, valid_token latency percentiles (µs) and API outcomes. The
 fake's credentials come from SHOPTOKEN_CLIENT_ID / SHOPTOKEN_CLIENT_SECRET.
 """
@@ -44,14 +45,17 @@ class NodeResult(TypedDict):
     adopted: int
 
 
-def shop_keys(count: int, prefix: str = "node-shop") -> list[TokenKey]:
-    """The keys every node and the parent agree on."""
-    return [TokenKey.offline(f"{prefix}-{i:05d}") for i in range(count)]
+def shop_keys(
+    count: int, prefix: str = "node-shop", *, client_credentials: bool = False
+) -> list[TokenKey]:
+    """The keys every node and the parent agree on (offline, or client-credentials keys)."""
+    make = TokenKey.client_credentials if client_credentials else TokenKey.offline
+    return [make(f"{prefix}-{i:05d}") for i in range(count)]
 
 
 async def node(args: argparse.Namespace) -> NodeResult:
     """Run one node until ``args.duration`` is up; return its figures."""
-    keys = shop_keys(args.shops, args.prefix)
+    keys = shop_keys(args.shops, args.prefix, client_credentials=args.client_credentials)
     policy = RefreshPolicy(
         refresh_before=args.refresh_before,
         jitter=args.jitter,
@@ -131,6 +135,9 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="activate every shop before starting")
     parser.add_argument("--pause", type=float, default=0.01)
     parser.add_argument("--api", action="store_true")
+    parser.add_argument(
+        "--client-credentials", action="store_true", help="client-credentials keys (minted)"
+    )
     args = parser.parse_args()
     logging.getLogger("shoptoken").setLevel(logging.ERROR)
     print(json.dumps(trio.run(node, args)), flush=True)

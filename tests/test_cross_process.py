@@ -30,7 +30,10 @@ SHOPS = 6
 DURATION = 7.0
 
 
-async def _run_node(port: int, store: str, start_at: float, env: dict[str, str]) -> NodeResult:
+async def run_node(
+    port: int, store: str, start_at: float, env: dict[str, str], *extra: str
+) -> NodeResult:
+    """Run one ``benchmarks._node`` process against the loopback fake; its JSON result."""
     result = await trio.run_process(
         [
             sys.executable,
@@ -53,6 +56,7 @@ async def _run_node(port: int, store: str, start_at: float, env: dict[str, str])
             "--skew",
             "0.5",
             "--api",
+            *extra,
         ],
         capture_stdout=True,
         capture_stderr=True,
@@ -83,7 +87,7 @@ async def test_nodes_refresh_each_shop_once_per_rotation(tmp_path: Path, backend
             results: list[NodeResult] = []
 
             async def run(i: int) -> None:
-                results.append(await _run_node(server.port, store_url, start_at, env))
+                results.append(await run_node(server.port, store_url, start_at, env))
 
             async with trio.open_nursery() as nursery:
                 for i in range(NODES):

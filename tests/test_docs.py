@@ -52,3 +52,12 @@ async def test_testing_page_example_passes(autojump_clock: trio.testing.MockCloc
     namespace: dict[str, Any] = {}
     exec(python_blocks("testing.md")[-1], namespace)  # noqa: S102 - our own docs
     await namespace["test_tokens_stay_valid_for_a_day"](autojump_clock)
+
+
+async def test_client_credentials_page_example_passes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """docs/client-credentials.md's example test passes: three days, one grant a day."""
+    namespace: dict[str, Any] = {}
+    exec(python_blocks("client-credentials.md")[-1], namespace)  # noqa: S102 - our own docs
+    await namespace["test_daemon_keeps_its_token"](autojump_clock)

@@ -60,9 +60,14 @@ def runs(scratch_db: Path) -> Runs:
         "fastapi_app": command("fastapi_app.py"),
         "flask_app": command("flask_app.py"),
         "celery_worker": command("celery_worker.py"),
+        "back_office_daemon": command("back_office_daemon.py"),
+        "back_office_daemon_options": command(
+            "back_office_daemon.py", "--hours", "24", "--stores", "10"
+        ),
         "order_sync_daemon_help": command("order_sync_daemon.py", "--help"),
         "webhooks_uninstall": command("webhooks_uninstall.py"),
         "custom_callback_help": command("custom_callback.py", "--help"),
+        "back_office_daemon_help": command("back_office_daemon.py", "--help"),
     }
     # Most of them wait more than they compute (threads, sockets, a clock
     # that runs at a set rate), so more of them than CPUs run at once.
@@ -92,6 +97,7 @@ def test_every_example_is_tested() -> None:
     """Each examples/*.py file has a test here."""
     tested = {
         "celery_worker.py",
+        "back_office_daemon.py",
         "custom_callback.py",
         "embedded_app_token_exchange.py",
         "fastapi_app.py",
@@ -223,10 +229,37 @@ def test_migrate_fleet(runs: Runs) -> None:
     )
 
 
+def test_back_office_daemon(runs: Runs) -> None:
+    """back_office_daemon.py: 3 days of client-credentials keys, minted with no put_token."""
+    out = output(runs, "back_office_daemon")
+    assert "back office of 4 stores for 72 h" in out
+    assert "nothing stored at start" in out
+    assert len(re.findall(r"^(?:Thu|Fri|Sat|Sun) (?:00|12):00 ", out, flags=re.MULTILINE)) == 6
+    assert "restart: 4 of 4 stored tokens still valid" in out
+    # 4 stores, a read every 10 minutes for 72 hours.
+    assert number(r"(\d+) API calls made", out) == 1728
+    assert number(r"(\d+) rejected;", out) == 0
+    assert number(r"(\d+) jobs failed", out) == 0
+    # A token lives 24 h and is minted again ~6 min before: at 0, 23.9, 47.8 and 71.7 h.
+    assert number(r"(\d+) tokens minted \(4 per store", out) == 16
+    assert number(r"(\d+) after the restart", out) == 8
+    assert number(r"(\d+) re-authorizations", out) == 0
+
+
+def test_back_office_daemon_options(runs: Runs) -> None:
+    """back_office_daemon.py --hours --stores: more stores, no API call rejected."""
+    out = output(runs, "back_office_daemon_options")
+    assert "back office of 10 stores for 24 h" in out
+    assert "restart: 10 of 10 stored tokens still valid" in out
+    assert number(r"(\d+) rejected;", out) == 0
+    assert number(r"(\d+) tokens minted", out) >= 10
+
+
 def test_options_are_described(runs: Runs) -> None:
     """The examples that take options describe them in --help."""
     assert "--shops" in output(runs, "order_sync_daemon_help")
     assert "--db" in output(runs, "custom_callback_help")
+    assert "--stores" in output(runs, "back_office_daemon_help")
 
 
 def test_webhooks_uninstall(runs: Runs) -> None:

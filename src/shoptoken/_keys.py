@@ -30,7 +30,13 @@ class TokenKind(enum.Enum):
     """An Admin API token bound to one staff user's session."""
     CUSTOMER = "customer"
     """A Customer Account API token bound to one customer."""
+    CLIENT_CREDENTIALS = "client_credentials"
+    """The app's Admin API token for one of its organization's own shops,
+    minted with the client credentials grant (no refresh token: minted again)."""
 
+
+#: Kinds with one token per shop: their keys take no subject.
+_SHOP_WIDE: Final = frozenset({TokenKind.OFFLINE, TokenKind.CLIENT_CREDENTIALS})
 
 # str(key) is computed per refresh schedule (the jitter hash) and per store
 # row; an Enum's .value is a descriptor lookup, several times a dict's cost.
@@ -68,14 +74,15 @@ def normalize_shop(shop: str) -> str:
 class TokenKey:
     """Identifies one token: the shop, its kind and, for per-user kinds, the subject.
 
-    Build keys with `offline`, `online` or `customer`; `str(key)` is a stable
-    identifier (``offline:my-store.myshopify.com``,
+    Build keys with `offline`, `online`, `customer` or `client_credentials`;
+    `str(key)` is a stable identifier (``offline:my-store.myshopify.com``,
     ``online:my-store.myshopify.com:42``) that `parse` reads back.
 
     Attributes:
         shop: The normalized shop domain.
         kind: `TokenKind` of the token.
-        subject: The user id (online) or customer id (customer); None offline.
+        subject: The user id (online) or customer id (customer); None for the
+            shop-wide kinds (offline, client credentials).
     """
 
     shop: str = attrs.field(converter=normalize_shop)
@@ -84,7 +91,7 @@ class TokenKey:
 
     def __attrs_post_init__(self) -> None:
         subject = self.subject
-        if (self.kind is TokenKind.OFFLINE) != (subject is None):
+        if (self.kind in _SHOP_WIDE) != (subject is None):
             need = "needs a" if subject is None else "takes no"
             msg = f"a {self.kind.value} key {need} subject"
             raise ValueError(msg)
@@ -130,6 +137,25 @@ class TokenKey:
         return cls(shop, TokenKind.CUSTOMER, subject)
 
     @classmethod
+    def client_credentials(cls, shop: str) -> TokenKey:
+        """Key of the app's client-credentials Admin API token for one of its own shops.
+
+        The manager mints such a key's token itself (`ShopifyOAuth.mint`, the
+        client credentials grant) and mints it again before it expires: it
+        needs no `TokenManager.put_token` and is never "re-authorization
+        required" on expiry.
+
+        Raises:
+            InvalidShopDomain: Bad shop domain.
+        """
+        return cls(shop, TokenKind.CLIENT_CREDENTIALS)
+
+    @property
+    def mintable(self) -> bool:
+        """True when the app can obtain this key's token on its own (client credentials)."""
+        return self.kind is TokenKind.CLIENT_CREDENTIALS
+
+    @classmethod
     def parse(cls, text: str) -> TokenKey:
         """Read back a key from `str(key)`; a bare shop means its offline key.
 
@@ -141,6 +167,8 @@ class TokenKey:
             return cls.offline(text)
         if kind == TokenKind.OFFLINE.value:
             return cls.offline(rest)
+        if kind == TokenKind.CLIENT_CREDENTIALS.value:
+            return cls.client_credentials(rest)
         # The shop never contains ":", so the subject may (customer gids do).
         shop, sep, subject = rest.partition(":")
         if kind == TokenKind.ONLINE.value and sep and subject.isdigit():
@@ -149,7 +177,7 @@ class TokenKey:
             return cls.customer(shop, subject)
         msg = (
             f"invalid token key {text[:120]!a}: expected 'offline:SHOP', "
-            "'online:SHOP:USER_ID' or 'customer:SHOP:CUSTOMER_ID'"
+            "'online:SHOP:USER_ID', 'customer:SHOP:CUSTOMER_ID' or 'client_credentials:SHOP'"
         )
         raise ValueError(msg)
 

@@ -173,3 +173,28 @@ async def test_a_store_outage_after_start_is_logged_and_outlived(
     assert events[-1] == "shoptoken.cli.scan.finished"
     assert daemon.statistics is not None
     assert daemon.statistics.keys_known == 1
+
+
+async def test_a_stored_client_credentials_key_is_kept_minted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``shoptoken run`` keeps a client-credentials key it finds in the store: minted again."""
+    fake = FakeShopify()
+    minted = TokenKey.client_credentials("back-office")
+    store = MemoryStore()
+    async with fake.oauth() as oauth:
+        first = await oauth.mint(minted)
+        # As a daemon down for a day finds it: past its expiry.
+        expired = attrs.evolve(first, expires_at=datetime.now(UTC) - timedelta(hours=1))
+        await store.save_tokens(minted, expired)
+        async with trio.open_nursery() as nursery:
+            daemon = Daemon(store, oauth, RefreshPolicy(), rescan=3600)
+            await nursery.start(daemon.run)
+            nursery.cancel_scope.cancel()
+    stored = await store.load_tokens(minted)
+    assert stored is not None
+    assert stored.access_token != first.access_token
+    assert fake.is_valid(minted.shop, stored.access_token)
+    assert fake.mints == {minted.shop: 2}
+    assert daemon.statistics is not None
+    assert daemon.statistics.keys_reauthorization_required == 0

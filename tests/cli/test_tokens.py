@@ -37,6 +37,20 @@ def test_refresh_of_an_uninstalled_shop(run_cli: Cli, served: Served, db: str) -
     assert load(db, KEY) == old
 
 
+def test_refresh_of_a_client_credentials_key_mints(run_cli: Cli, served: Served, db: str) -> None:
+    """A client-credentials key needs no stored token: the command mints one and saves it."""
+    minted = TokenKey.client_credentials("my-store")
+    save(db, {})
+    result = run_cli.invoke("refresh", str(minted), "--store", db, env=served.env)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"Refreshed {minted}: the new token expires in 23h")
+    token = load(db, minted)
+    assert token is not None
+    assert token.refresh_token is None
+    assert served.fake.is_valid(minted.shop, token.access_token)
+    assert served.fake.mints == {minted.shop: 1}
+
+
 def test_refresh_of_a_missing_key(run_cli: Cli, served: Served, db: str) -> None:
     """A key with no stored token is an error, with no request sent."""
     save(db, {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import attrs
 import pytest
@@ -22,6 +23,8 @@ EXPIRING = Token(
     expires_at=datetime.fromtimestamp(NOW + 3600, UTC),
 )
 LEGACY = Token(access_token="shpat_legacy_SECRET")
+#: A client credentials token: expiring, no refresh token, minted again.
+MINTED = attrs.evolve(EXPIRING, refresh_token=None)
 
 
 @attrs.define
@@ -37,6 +40,13 @@ class State:
     recheck_at: float = -math.inf
     retry_at: float = -math.inf
     flight: Flight | None = None
+    mintable: bool = False
+    vacant: bool = False
+
+
+def _minted(**fields: Any) -> State:
+    """A client-credentials key's state (mintable)."""
+    return attrs.evolve(State(token=MINTED, mintable=True), **fields)
 
 
 IN_FLIGHT = Flight()
@@ -69,6 +79,23 @@ IN_FLIGHT = Flight()
             State(token=attrs.evolve(EXPIRING, refresh_token=None), stale_at=NOW, hard_at=NOW),
             Action.REAUTHORIZE,
         ),
+        ("mintable, not loaded yet", _minted(token=None), Action.LOAD),
+        ("mintable, nothing stored", _minted(token=None, vacant=True), Action.REFRESH),
+        (
+            "mintable, nothing stored, minting",
+            _minted(token=None, vacant=True, flight=IN_FLIGHT),
+            Action.JOIN,
+        ),
+        (
+            "mintable, nothing stored, in backoff",
+            _minted(token=None, vacant=True, retry_at=NOW + 1),
+            Action.RETRY_LATER,
+        ),
+        ("mintable, fresh", _minted(), Action.SERVE),
+        ("mintable, stale", _minted(stale_at=NOW), Action.SERVE_AND_REFRESH),
+        ("mintable, hard-expired", _minted(stale_at=NOW - 2, hard_at=NOW), Action.REFRESH),
+        ("mintable, outcome unknown", _minted(suspect=True), Action.REFRESH),
+        ("mintable, marked dead", _minted(dead=True, recheck_at=NOW + 1), Action.REAUTHORIZE),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -89,7 +116,20 @@ states = st.builds(
     recheck_at=times,
     retry_at=times | st.just(-math.inf),
     flight=st.sampled_from([None, IN_FLIGHT]),
+    mintable=st.booleans(),
+    vacant=st.booleans(),
+).map(
+    # As KeyState keeps it: only a mintable key with no token held is vacant.
+    lambda s: attrs.evolve(s, vacant=s.vacant and s.mintable and s.token is None)
 )
+
+
+@given(states)
+def test_a_mintable_key_is_never_reauthorized_for_its_expiry(state: State) -> None:
+    """Expired or absent, a mintable key is minted (or waits for one); only a dead mark stops it."""
+    action = decide(state, NOW)
+    if state.mintable and action is Action.REAUTHORIZE:
+        assert state.dead or state.dead_at <= NOW
 
 
 @given(states)
@@ -139,17 +179,23 @@ def test_a_stored_view_is_judged_by_the_same_table() -> None:
 
 
 @given(
+    st.sampled_from([TokenKey.offline("my-store"), TokenKey.client_credentials("my-store")]),
     st.lists(
-        st.sampled_from(["install", "distrust", "trust", "dead", "fly", "land", "reschedule"]),
+        st.sampled_from(
+            ["install", "distrust", "trust", "dead", "fly", "land", "reschedule", "vacate"]
+        ),
         max_size=12,
-    )
+    ),
 )
-def test_a_key_state_keeps_its_hot_path_answers_derived(steps: list[str]) -> None:
+def test_a_key_state_keeps_its_hot_path_answers_derived(key: TokenKey, steps: list[str]) -> None:
     """Whatever the transitions, KeyState's cached answers equal the pure functions'."""
-    state = KeyState(TokenKey.offline("my-store"))
+    state = KeyState(key)
     flight = Flight()
     for step in steps:
-        if step == "install":
+        if step == "vacate":
+            if key.mintable and state.token is None:
+                state.vacate()
+        elif step == "install":
             state.install(EXPIRING, NOW + 100, NOW + 200, math.inf)
         elif step == "distrust":
             state.distrust()

@@ -22,6 +22,7 @@ KEY = TokenKey.offline("my-store")
 OTHER = TokenKey.offline("other-store")
 ONLINE = TokenKey.online("my-store", 42)
 CUSTOMER = TokenKey.customer("my-store", "gid://shopify/Customer/7:x")
+MINTED = TokenKey.client_credentials("my-store")
 T1 = Token(
     access_token="shpat_one",
     refresh_token="shprt_one",
@@ -70,8 +71,14 @@ async def _hold(
 
 @pytest.mark.parametrize(
     ("key", "token"),
-    [(KEY, T1), (ONLINE, FULL), (CUSTOMER, T2), (KEY, BARE)],
-    ids=["offline", "online-every-field", "customer", "only-access-token"],
+    [
+        (KEY, T1),
+        (ONLINE, FULL),
+        (CUSTOMER, T2),
+        (KEY, BARE),
+        (MINTED, attrs.evolve(T1, refresh_token=None)),
+    ],
+    ids=["offline", "online-every-field", "customer", "only-access-token", "client-credentials"],
 )
 async def test_round_trip(backend: Backend, store: Store, key: TokenKey, token: Token) -> None:
     """Every field comes back equal, None stays None, datetimes exact to the microsecond in UTC."""
@@ -135,7 +142,7 @@ async def test_delete_shop_outlives_a_locked_save(store: Store) -> None:
 
 async def test_list_keys_every_kind(store: Store) -> None:
     """list_keys yields each stored key once, as equal TokenKeys of every kind."""
-    keys = [KEY, OTHER, ONLINE, CUSTOMER]
+    keys = [KEY, OTHER, ONLINE, CUSTOMER, MINTED]
     for key in keys:
         await store.save_tokens(key, T1)
     assert sorted([key async for key in store.list_keys()], key=str) == sorted(keys, key=str)
@@ -253,6 +260,20 @@ async def test_second_locked_waits_and_rereads(
         start = trio.current_time()
         await nursery.start(_hold, store, KEY, 0.15, T2)
         async with other.locked(KEY, timeout=5.0) as handle:
+            assert trio.current_time() - start >= 0.1
+            assert handle.token == T2
+
+
+@pytest.mark.parametrize("across", [False, True], ids=["same-instance", "second-instance"])
+async def test_second_locked_on_an_absent_key_waits(
+    backend: Backend, store: Store, across: bool
+) -> None:
+    """No row yet (a client-credentials key's first mint): a second locked() waits, then rereads."""
+    other = await backend.open() if across else store
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        await nursery.start(_hold, store, MINTED, 0.15, T2)
+        async with other.locked(MINTED, timeout=5.0) as handle:
             assert trio.current_time() - start >= 0.1
             assert handle.token == T2
 

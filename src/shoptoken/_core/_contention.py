@@ -41,6 +41,7 @@ class Contention:
         now = self.core.clock()
         return (
             state.unsaved is None
+            and state.token is not None
             and not state.dead
             and (draining or not state.suspect)
             and now < min(state.hard_at, state.dead_at)

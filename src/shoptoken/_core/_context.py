@@ -119,7 +119,8 @@ class Core:
         a recheck), so the answer is SERVE (take it as is), SERVE_AND_REFRESH
         or REFRESH (rotate it), or REAUTHORIZE.
         """
-        view = StoredView(token, *_schedule.times(token, key, self.policy), suspect=suspect)
+        times = _schedule.times(token, key, self.policy)
+        view = StoredView(token, *times, suspect=suspect, mintable=key.mintable)
         return decide(view, self.clock())
 
     def mark_dead(self, state: KeyState, why: str) -> None:

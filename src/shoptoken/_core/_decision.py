@@ -11,14 +11,15 @@ a key's state at ``now``                   action
 =========================================  =======================
 re-authorization required, recheck due     RECHECK (re-read store)
 re-authorization required                  REAUTHORIZE
-no token held                              LOAD
+no token held, not loaded yet              LOAD
 refresh token expired                      REAUTHORIZE
 servable (not suspect, before hard expiry)
   before its refresh time, or no expiry    SERVE
   stale, refresh running or in backoff     SERVE
   stale                                    SERVE_AND_REFRESH
-not servable (hard-expired, or suspect)
-  cannot be refreshed                      REAUTHORIZE
+not servable (hard-expired, suspect, or
+nothing stored for a mintable key)
+  cannot be refreshed nor minted           REAUTHORIZE
   a refresh is in flight                   JOIN
   inside a backoff or Retry-After window   RETRY_LATER
   otherwise                                REFRESH
@@ -27,6 +28,12 @@ not servable (hard-expired, or suspect)
 "Suspect" is a token Shopify may already have revoked: a rotation of it
 answered (and is not committed yet), its answer was lost (the outcome is
 unknown), or a forced refresh is replacing it. It is never served again.
+
+A *mintable* key (`TokenKey.mintable`: client credentials) is renewed
+without a refresh token: its "refresh" is a new client credentials grant.
+It is refreshed like any other (a set time before expiry, single flight,
+backoff), and it is never REAUTHORIZE for lack of a refresh token; when the
+store holds nothing for it (*vacant*), its first use mints its first token.
 """
 
 from __future__ import annotations
@@ -84,6 +91,15 @@ class DecisionInput(Protocol):
     def retry_at(self) -> float: ...
     @property
     def flight(self) -> Flight | None: ...
+    @property
+    def mintable(self) -> bool: ...
+    @property
+    def vacant(self) -> bool: ...
+
+
+def _renewable(state: DecisionInput, token: Token | None) -> bool:
+    """Whether a new token can be had without the merchant: refreshed, or minted."""
+    return state.mintable or (token is not None and token.refreshable)
 
 
 def decide(state: DecisionInput, now: float) -> Action:  # noqa: PLR0911 - one return per row of the table
@@ -91,17 +107,18 @@ def decide(state: DecisionInput, now: float) -> Action:  # noqa: PLR0911 - one r
     if state.dead:
         return Action.RECHECK if now >= state.recheck_at else Action.REAUTHORIZE
     token = state.token
-    if token is None:
+    if token is None and not state.vacant:
         return Action.LOAD
     if now >= state.dead_at:
         return Action.REAUTHORIZE
-    if not state.suspect and now < state.hard_at:
-        if now < state.stale_at or not token.refreshable:
+    renewable = _renewable(state, token)
+    if token is not None and not state.suspect and now < state.hard_at:
+        if now < state.stale_at or not renewable:
             return Action.SERVE
         if state.flight is not None or now < state.retry_at:
             return Action.SERVE
         return Action.SERVE_AND_REFRESH
-    if not token.refreshable:
+    if not renewable:
         return Action.REAUTHORIZE
     if state.flight is not None:
         return Action.JOIN
@@ -129,8 +146,10 @@ def join_from(state: DecisionInput) -> float:
     exactly `decide` saying JOIN. ``inf`` when there is nothing to join.
     """
     token = state.token
-    if state.flight is None or state.dead or token is None or not token.refreshable:
+    if state.flight is None or state.dead or not _renewable(state, token):
         return math.inf
+    if token is None:
+        return -math.inf if state.vacant else math.inf
     return -math.inf if state.suspect else state.hard_at
 
 
@@ -152,3 +171,5 @@ class StoredView:
     recheck_at: float = math.inf
     retry_at: float = -math.inf
     flight: Flight | None = None
+    mintable: bool = False
+    vacant: bool = False

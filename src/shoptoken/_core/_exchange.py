@@ -28,6 +28,7 @@ from .._errors import NoToken, PersistenceError, ReauthorizationRequired, Refres
 from .._events import EventKind, describe
 from ._contention import held_secrets
 from ._decision import Action
+from ._refresher import mint
 from ._store import secrets_of
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ class Exchange:
         async with core.limiter, state.locked():
             if not core.is_current(state):
                 raise NoToken(f"{key} was forgotten", key=key)
-            core.raise_if_dead(state)
+            if state.dead or not state.vacant:
+                core.raise_if_dead(state)
             if state.unsaved is not None:
                 await self.saves.save_pending(state)
             if core.store.locked is None:
@@ -170,6 +172,8 @@ class Exchange:
         key = state.key
         if state.unsaved is not None:
             base = state.unsaved  # memory is newer than the store until the save lands
+        elif stored is None and state.vacant:
+            return await self._rotate(state, None, reason, save)  # a mintable key's first token
         elif stored is None:
             core.drop(state)
             raise NoToken(f"{key} is no longer stored (deleted elsewhere)", key=key)
@@ -192,7 +196,10 @@ class Exchange:
             return base
         return await self._rotate(state, base, reason, save)
 
-    async def _rotate(self, state: KeyState, base: Token, reason: str, save: Save) -> _Rotated:
+    async def _rotate(
+        self, state: KeyState, base: Token | None, reason: str, save: Save
+    ) -> _Rotated:
+        """Ask Shopify for the key's next token: refresh ``base``, or mint (a mintable key)."""
         core = self.core
         key = state.key
         now = core.clock()
@@ -216,7 +223,13 @@ class Exchange:
         was_suspect = state.suspect
         state.distrust()
         try:
-            new = await core.refresher.refresh(key, base, clock=core.clock)
+            if key.mintable:
+                # A client credentials grant; modelled as revoking the shop's
+                # previous such token, as a rotation does (see docs/client-credentials.md).
+                new = await mint(core.refresher, key, core.clock)
+            else:
+                assert base is not None  # noqa: S101 - only a mintable key has no base
+                new = await core.refresher.refresh(key, base, clock=core.clock)
         except ReauthorizationRequired as exc:
             core.gate.answered()
             core.counters.refreshes_failed += 1
@@ -226,7 +239,7 @@ class Exchange:
             error = self._refresh_error(state, base, exc, reason)
             if not core.is_current(state):
                 raise NoToken(f"{key} was forgotten during its refresh", key=key) from error
-            if error.outcome_unknown:
+            if error.outcome_unknown and base is not None:
                 await self._mark_revoked(state, base, now, save)
             elif not was_suspect:
                 state.trust()  # a definite answer: nothing was rotated
@@ -275,7 +288,7 @@ class Exchange:
         )
 
     def _refresh_error(
-        self, state: KeyState, base: Token, exc: Exception, reason: str
+        self, state: KeyState, base: Token | None, exc: Exception, reason: str
     ) -> RefreshFailed:
         """Count and report a failed request; the `RefreshFailed` callers get."""
         core = self.core

@@ -125,6 +125,8 @@ class TokenManager:
                     await trio.lowlevel.checkpoint()
                 return state.token  # type: ignore[return-value]  # SERVE implies a token
             if action is Action.JOIN or action is Action.REFRESH:
+                if state.vacant:
+                    return await self._first_mint(state)
                 reason = "outcome unknown" if state.suspect else "expired"
                 return await self._rotator.refresh(state, reason=reason)
             if action is Action.RETRY_LATER:
@@ -138,6 +140,17 @@ class TokenManager:
             self._core.mark_dead(state, "the refresh token expired")
         self._core.raise_if_dead(state)
         raise AssertionError  # pragma: no cover - raise_if_dead raised
+
+    async def _first_mint(self, state: KeyState) -> Token:
+        """Mint a vacant key's first token (or join that mint), then keep it fresh.
+
+        The keeper starts either way: it keeps the token fresh, or retries a
+        failed first mint when its backoff ends.
+        """
+        try:
+            return await self._rotator.refresh(state, reason="first token")
+        finally:
+            self._supervision.start(state)
 
     # -- the rest of the public API -------------------------------------------
 
@@ -181,7 +194,8 @@ class TokenManager:
         """
         state, _ = await self._activate(key, use=False)
         await trio.lowlevel.checkpoint()
-        assert state.token is not None  # noqa: S101 - _activate guarantees a token
+        if state.token is None:  # a vacant mintable key: nothing stored yet
+            raise NoToken(f"no token stored for {key} (not minted yet)", key=key)
         return state.token
 
     async def refresh_token(self, key: TokenKey, *, rejected: Token | None = None) -> Token:
@@ -209,6 +223,8 @@ class TokenManager:
         state.used = now
         if decide(state, now) is Action.RECHECK:
             await self._rotator.recheck(state)
+        if state.vacant and not state.dead:
+            return await self._first_mint(state)
         token = self._core.raise_if_dead(state)
         if rejected is None:
             return await self._rotator.refresh(state, reason="forced", replacing=token)
@@ -306,7 +322,7 @@ class TokenManager:
         loaded = False
         while True:
             state = self._state_for(key)
-            if state.token is None:
+            if state.token is None and not state.vacant:
                 loading = state.loading
                 if loading is not None:
                     if loading is UNWAITED:
@@ -339,11 +355,14 @@ class TokenManager:
             except PersistenceError as exc:
                 error = exc
                 raise
-            if token is None:
+            if token is None and not key.mintable:
                 error = NoToken(f"no token stored for {key}", key=key)
                 raise error
             if state.token is None:  # else put_token installed a newer token meanwhile
-                core.install(state, token)
+                if token is None:
+                    state.vacate()  # a mintable key: its first use mints
+                else:
+                    core.install(state, token)
         finally:
             waiters, state.loading = state.loading, None
             if error is not None:

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 class Refresher(Protocol):
     """Turns a token into its successor. `ShopifyOAuth` is one.
 
+    A refresher that also has ``mint(key, *, clock)`` (see `Minter`; so does
+    `ShopifyOAuth`) serves client-credentials keys: the manager mints their
+    tokens rather than refreshing them.
+
     The manager passes its own wall ``clock``; the refresher reads it once,
     just before sending the request, and dates the new token from that
     instant (``expires_at = sent_at + expires_in``), so every token a manager
@@ -37,6 +41,46 @@ class Refresher(Protocol):
             RefreshFailed: Anything else; ``transient`` says if a retry may help.
         """
         ...
+
+
+class Minter(Protocol):
+    """Obtains a mintable key's token from scratch. `ShopifyOAuth` is one.
+
+    A refresher with a ``mint`` method serves client-credentials keys
+    (`TokenKey.client_credentials`): the manager mints their tokens instead
+    of refreshing them. The clock is read as in `Refresher.refresh`.
+    """
+
+    async def mint(self, key: TokenKey, *, clock: Callable[[], float] | None = None) -> Token:
+        """Obtain a new token for ``key`` (the client credentials grant).
+
+        Raises:
+            ReauthorizationRequired: The shop refuses the app (not installed).
+            RefreshFailed: Anything else; ``transient`` says if a retry may help.
+        """
+        ...
+
+
+async def mint(refresher: object, key: TokenKey, clock: Callable[[], float] | None) -> Token:
+    """Mint ``key``'s token with ``refresher``'s ``mint`` (routed by kind for a `KindRouter`).
+
+    Raises:
+        RefreshFailed: The refresher cannot mint (not transient).
+    """
+    minter = getattr(refresher, "mint", None)
+    if not callable(minter):
+        raise _no_route(key, "refresher that mints")
+    token: Token = await minter(key, clock=clock)
+    return token
+
+
+def _no_route(key: TokenKey, what: str) -> RefreshFailed:
+    return RefreshFailed(
+        f"no {what} is configured for {key.kind.value} keys ({key})",
+        key=key,
+        error="no_refresher",
+        transient=False,
+    )
 
 
 @attrs.frozen
@@ -69,13 +113,19 @@ class KindRouter:
         """
         refresher = self.routes.get(key.kind)
         if refresher is None:
-            raise RefreshFailed(
-                f"no refresher is configured for {key.kind.value} keys ({key})",
-                key=key,
-                error="no_refresher",
-                transient=False,
-            )
+            raise _no_route(key, "refresher")
         return await refresher.refresh(key, token, clock=clock)
+
+    async def mint(self, key: TokenKey, *, clock: Callable[[], float] | None = None) -> Token:
+        """Mint with the refresher registered for ``key.kind`` (see `Minter`).
+
+        Raises:
+            RefreshFailed: No refresher that mints is registered for the kind.
+        """
+        refresher = self.routes.get(key.kind)
+        if refresher is None:
+            raise _no_route(key, "refresher that mints")
+        return await mint(refresher, key, clock)
 
 
 def as_refresher(refresher: Refresher | Mapping[TokenKind, Refresher]) -> Refresher:

@@ -224,6 +224,8 @@ class Rotator:
                 self.contention.store_stopped(state, exc, "recheck")
                 return
             if stored is None:
+                if state.vacant:
+                    return  # a mintable key its shop refused: nothing stored, it stays dead
                 core.drop(state)
                 raise NoToken(f"{state.key} is no longer stored (deleted elsewhere)", key=state.key)
             if stored == state.token:

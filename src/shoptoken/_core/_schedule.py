@@ -68,7 +68,8 @@ def refresh_at(token: Token, key: TokenKey, policy: RefreshPolicy) -> float:
     Returns:
         ``inf`` for tokens that never turn stale: non-expiring ones. For a
         token without a refresh token this is its hard-expiry time (it
-        cannot be renewed, only served until then).
+        cannot be renewed, only served until then), unless its key is
+        mintable (client credentials): that one is minted again in time.
     """
     return times(token, key, policy)[0]
 
@@ -85,7 +86,7 @@ def times(token: Token, key: TokenKey, policy: RefreshPolicy) -> tuple[float, fl
         return math.inf, math.inf, dead
     expires = _epoch(token.expires_at)
     hard = expires - policy.skew
-    if token.refresh_token is None:
+    if token.refresh_token is None and not key.mintable:
         return hard, hard, dead
     stale = expires - policy.refresh_before - jitter_offset(key, policy.jitter)
     if token.obtained_at is not None:
@@ -110,7 +111,8 @@ def classify(token: Token, now: float, stale_at: float, policy: RefreshPolicy) -
 def freshness(token: Token, key: TokenKey, now: float, policy: RefreshPolicy) -> Freshness:
     """`classify` a token freshly read for ``key`` (its times computed here, each once)."""
     stale_at, hard_at, dead_at = times(token, key, policy)
-    return classify_times(now, stale_at, hard_at, dead_at, refreshable=token.refreshable)
+    renewable = token.refreshable or key.mintable
+    return classify_times(now, stale_at, hard_at, dead_at, refreshable=renewable)
 
 
 def hard_expiry(token: Token, policy: RefreshPolicy) -> float:

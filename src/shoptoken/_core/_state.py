@@ -2,6 +2,8 @@
 
 Phases (derived from the fields, never stored apart from them)::
 
+    VACANT ──first mint──▶ LIVE
+      ▲
     LOADING ──load──▶ LIVE ◀──install (a new pair)── SUSPECT
                        │ ▲                              ▲
                        │ └──────trust (not rotated)─────┤
@@ -9,6 +11,8 @@ Phases (derived from the fields, never stored apart from them)::
                        └──invalid_grant, expired──▶ DEAD ──recheck finds a pair──▶ LIVE
 
 - LOADING: no token yet; its first load runs (``loading``) or failed.
+- VACANT: a mintable key (client credentials) the store holds nothing
+  for: its first mint is due (``vacant``).
 - LIVE: a token that may be served until its hard expiry.
 - SUSPECT: a token Shopify may already have revoked; never served again.
 - DEAD: re-authorization required; the store is re-read at most every
@@ -61,6 +65,7 @@ class Phase(enum.Enum):
     """A key's phase (see the module docstring)."""
 
     LOADING = "loading"
+    VACANT = "vacant"
     LIVE = "live"
     SUSPECT = "suspect"
     DEAD = "dead"
@@ -82,6 +87,8 @@ class KeyState:
     dead_at: float = math.inf
     suspect: bool = False
     dead: bool = False
+    #: The store holds nothing for this mintable key: its first mint is due.
+    vacant: bool = False
     retired: bool = False
     recheck_at: float = -math.inf
     #: Consecutive failed refreshes, the last failure, and the wall time before
@@ -114,8 +121,13 @@ class KeyState:
         if self.dead:
             return Phase.DEAD
         if self.token is None:
-            return Phase.LOADING
+            return Phase.VACANT if self.vacant else Phase.LOADING
         return Phase.SUSPECT if self.suspect else Phase.LIVE
+
+    @property
+    def mintable(self) -> bool:
+        """Whether the key's token is minted (client credentials) rather than refreshed."""
+        return self.key.mintable
 
     def _derive(self) -> None:
         if self.retired:
@@ -131,9 +143,14 @@ class KeyState:
         """Make ``token`` the key's token (LIVE): a new pair, a load, an adopted one."""
         self.token = token
         self.stale_at, self.hard_at, self.dead_at = stale_at, hard_at, dead_at
-        self.suspect = self.dead = False
+        self.suspect = self.dead = self.vacant = False
         self.deferrals = self.failures = 0
         self.last_error, self.retry_at = None, -math.inf
+        self._derive()
+
+    def vacate(self) -> None:
+        """The store holds nothing for this mintable key (VACANT): its first mint is due."""
+        self.vacant = True
         self._derive()
 
     def take_off(self, flight: Flight) -> None:

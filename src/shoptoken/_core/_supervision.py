@@ -47,15 +47,7 @@ class Supervision:
 
     def start(self, state: KeyState) -> None:
         """Start the key's keeper task unless it runs or has nothing to do."""
-        token = state.token
-        if (
-            state.running
-            or self.core.closed
-            or state.dead
-            or token is None
-            or not token.refreshable
-            or token.expires_at is None
-        ):
+        if state.running or self.core.closed or state.dead or not _renewed(state):
             return
         # Claimed now, so two callers cannot start two tasks. A fixed name
         # spares trio formatting one per task.
@@ -77,7 +69,7 @@ class Supervision:
                     if (
                         core.closed
                         or state.dead
-                        or state.token is None
+                        or (state.token is None and not state.vacant)
                         or not core.is_current(state)
                     ):
                         return
@@ -184,3 +176,12 @@ class Supervision:
         await self.rotator.refresh(state, reason="keepalive", replacing=state.token)
         if not state.running:
             self.park(state)
+
+
+def _renewed(state: KeyState) -> bool:
+    """Whether the key has a keeper's work: an expiring token to renew, or a first mint to retry."""
+    token = state.token
+    if token is None:
+        # A mintable key whose first mint failed: its keeper retries at retry_at.
+        return state.vacant and state.failures > 0
+    return (token.refreshable or state.mintable) and token.expires_at is not None

@@ -11,6 +11,7 @@ whose module docstring draws the default table)::
     exchange_session_token             token exchange for embedded apps
     migrate_to_expiring                non-expiring offline token -> expiring pair
     refresh                            refresh grant (the manager's `Refresher`)
+    mint                               client credentials grant (own shops' keys)
 
 Error choices beyond the default table:
 
@@ -44,7 +45,8 @@ import attrs
 from .._errors import InvalidCallback, ReauthorizationRequired, RefreshFailed, ShopTokenError
 from .._keys import TokenKey, TokenKind, normalize_shop
 from .._log import get_logger
-from .._token import Token
+from .._token import Token, parse_token_response
+from ._client_credentials import CLIENT_CREDENTIALS_GRANT, parse_minted
 from ._redirect import authorize_url, code_grant_error, verify_callback_query
 from ._redirect import new_state as _new_state
 from ._session_token import (
@@ -65,7 +67,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from ._token_endpoint import ErrorAnswer
+    from ._token_endpoint import ErrorAnswer, TokenParser
 
 log = get_logger()
 
@@ -89,10 +91,11 @@ def _invalid_response(where: str, action: str, reason: str, key: TokenKey | None
 
 @attrs.define(eq=False)
 class ShopifyOAuth(OwnsHTTPClient):
-    """OAuth client for Shopify's Admin API: install, token exchange, migration, refresh.
+    """OAuth client for Shopify's Admin API: install, exchange, migration, refresh, mint.
 
-    A `Refresher` for the token manager. Use it as an async context manager
-    (or call `aclose`) to close the HTTP client it created for itself.
+    A `Refresher` (and the minter of client-credentials keys) for the token
+    manager. Use it as an async context manager (or call `aclose`) to close
+    the HTTP client it created for itself.
 
     Args:
         client_id: The app's client id (API key).
@@ -389,8 +392,10 @@ class ShopifyOAuth(OwnsHTTPClient):
     ) -> Token:
         """Exchange an offline token's refresh token for a new pair.
 
+        A client-credentials key is minted again instead (`mint`).
+
         Args:
-            key: The token's key; must be an offline key.
+            key: The token's key; an offline (or client-credentials) key.
             token: The current token; its refresh token is spent.
             clock: Wall clock dating the new token; defaults to the client's.
                 It is read once, just before the request is sent.
@@ -405,6 +410,8 @@ class ShopifyOAuth(OwnsHTTPClient):
             RefreshFailed: Any other failure; ``transient`` says if a retry may help.
             RuntimeError: The client was closed.
         """
+        if key.kind is TokenKind.CLIENT_CREDENTIALS:
+            return await self.mint(key, clock=clock)  # renewed by asking again
         if key.kind is TokenKind.ONLINE:
             msg = f"{key}: online tokens cannot be refreshed; exchange a new session token"
             raise ReauthorizationRequired(msg, key=key)
@@ -428,6 +435,46 @@ class ShopifyOAuth(OwnsHTTPClient):
             key.shop, payload, key=key, action="token refresh", clock=clock, previous=token
         )
 
+    async def mint(self, key: TokenKey, *, clock: Callable[[], float] | None = None) -> Token:
+        """Obtain a new token for a client-credentials key (the client credentials grant).
+
+        For apps of the developer's own organization on the stores it owns:
+        the app's client id and secret buy an Admin API token of about 24
+        hours, with no refresh token (ask again before it expires). The
+        token manager calls this for `TokenKey.client_credentials` keys.
+
+        Args:
+            key: A ``TokenKey.client_credentials(shop)`` key.
+            clock: Wall clock dating the token, read just before sending.
+
+        Returns:
+            The token, ``expires_at`` counted from when the request was sent.
+
+        Raises:
+            ValueError: ``key`` is not a client-credentials key (no HTTP call).
+            ReauthorizationRequired: Shopify answered 400 ``invalid_grant`` or a
+                401 other than ``invalid_client`` (the app is not installed there).
+            RefreshFailed: Any other failure; 401 ``invalid_client`` (the app's
+                credentials) is not transient, 429 and 5xx are.
+            RuntimeError: The client was closed.
+        """
+        if not isinstance(key, TokenKey) or key.kind is not TokenKind.CLIENT_CREDENTIALS:
+            msg = f"mint takes a TokenKey.client_credentials(shop) key, not {key!s:.120}"
+            raise ValueError(msg)
+        payload = {
+            "client_id": self.client_id,
+            "client_secret": self._client_secret,
+            "grant_type": CLIENT_CREDENTIALS_GRANT,
+        }
+        return await self._post(
+            key.shop,
+            payload,
+            key=key,
+            action="client credentials grant",
+            clock=clock,
+            parse=parse_minted,
+        )
+
     # -- machinery -----------------------------------------------------------------------
 
     def _secret_list(self) -> tuple[str, ...]:
@@ -445,6 +492,7 @@ class ShopifyOAuth(OwnsHTTPClient):
         clock: Callable[[], float] | None,
         map_error: Callable[[ErrorAnswer], ShopTokenError | None] | None = None,
         previous: Token | None = None,
+        parse: TokenParser = parse_token_response,
     ) -> Token:
         """POST a grant to the shop's token endpoint (see `post_token_request`).
 
@@ -464,6 +512,7 @@ class ShopifyOAuth(OwnsHTTPClient):
             clock=clock or self._clock,
             map_error=map_error,
             previous=previous,
+            parse=parse,
         )
         try:
             return await send(payload)

@@ -93,7 +93,11 @@ class Daemon:
         """Run managers until cancelled; ``started`` after the first scan."""
         first = True
         while True:
-            refreshers = {TokenKind.OFFLINE: self.oauth, TokenKind.ONLINE: self.oauth}
+            refreshers = {
+                TokenKind.OFFLINE: self.oauth,
+                TokenKind.ONLINE: self.oauth,
+                TokenKind.CLIENT_CREDENTIALS: self.oauth,
+            }
             manager: TokenManager | None = None
             hooks = [] if self.metrics is None else [self.metrics]
             try:

@@ -53,6 +53,8 @@ async def _refresh(config: StoreConfig, creds: Credentials, key: TokenKey) -> To
         open_oauth(creds) as oauth,
         open_token_manager(oauth, store) as tokens,
     ):
+        if key.mintable:
+            return await tokens.refresh_token(key)  # a client-credentials key: minted anew
         current = await tokens.fetch_token(key)
         if not current.refreshable:
             what = "a non-expiring token" if current.expires_at is None else "no refresh token"

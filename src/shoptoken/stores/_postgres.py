@@ -51,6 +51,11 @@ _LOCK_SLICE: Final = 100
 _SCHEMA_LOCK_ID: Final = 0x73686F70746F6B  # "shoptok"
 
 
+#: The advisory lock namespace of keys without a row yet (``locked()`` of a first token).
+_ABSENT_ROW_CLASS: Final = 0x73686F70  # "shop"
+_ABSENT_ROW_LOCK: Final = "SELECT pg_advisory_xact_lock(%s::int4, hashtext(%s))"
+
+
 class _Wait(enum.Enum):
     NOT_GRANTED = enum.auto()
 
@@ -110,7 +115,8 @@ class PostgresStore:
     increments ``refresh_generation``.
 
     ``locked(key)`` runs ``SELECT ... FOR UPDATE`` on the key's row (a key
-    without a row is not locked: the handle's token is None); its save checks
+    without a row takes a transaction-scoped advisory lock on the key
+    instead, and the handle's token is None); its save checks
     ``refresh_generation`` and refuses a lost update.
 
     Use it as an async context manager, or call `aclose` when done (a pool
@@ -389,6 +395,13 @@ class PostgresStore:
             )
         try:
             row: tuple[object, ...] | None = conn.execute(self._sql.lock, (key,)).fetchone()
+            if row is None:
+                # No row to lock (a client-credentials key's first mint): a
+                # transaction-scoped advisory lock on the key stands in for it,
+                # so nodes racing to create the row take turns; the next one
+                # then finds (and locks) the row the first committed.
+                conn.execute(_ABSENT_ROW_LOCK, (_ABSENT_ROW_CLASS, key))
+                row = conn.execute(self._sql.lock, (key,)).fetchone()
         except psycopg.errors.LockNotAvailable:  # SQLSTATE 55P03
             conn.rollback()
             return _Wait.NOT_GRANTED

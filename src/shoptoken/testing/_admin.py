@@ -16,7 +16,13 @@ Shopify's rules, as the fake applies them:
 - migration (token exchange of a non-expiring token) gives an expiring pair
   and revokes the old token; retrying it with the same old token returns the
   same pair for 7 days, until the pair is refreshed or replaced;
-- an uninstalled app (`revoke`): every token is dead, a refresh is 401.
+- an uninstalled app (`revoke`): every token is dead, a refresh is 401;
+- the client credentials grant issues a token of ``client_credentials_lifetime``
+  (Shopify: 86399 s) with no refresh token, for any shop (every shop counts as
+  one of the organization's own stores with the app installed) until the app
+  is uninstalled there (401). Shopify does not document whether a new grant
+  revokes the shop's previous client credentials token; the fake takes the
+  strict reading: one such token per shop, a new grant ends the previous one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
-from ._admin_tokens import TokenCheck, _Online, _Shop, same, seconds
+from ._admin_tokens import TokenCheck, _Minted, _Online, _Shop, same, seconds
 from ._admin_tokens import _Pair as _Pair  # noqa: PLC0414 - importable here, as it always was
 from ._answer import Answer
 from ._session import SessionTokenRejected, check_session_token
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
 #: How long a migration may be retried with the original non-expiring token.
 MIGRATION_RETRY_WINDOW: Final = 7 * 86400.0
 REFRESH_GRANT: Final = "refresh_token"
+CLIENT_CREDENTIALS_GRANT: Final = "client_credentials"
 CODE_GRANT: Final = "authorization_code"
 TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
 ID_TOKEN: Final = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105 - a URN
@@ -71,6 +78,8 @@ class AdminSettings(Protocol):
     def online_lifetime(self) -> float: ...
     @property
     def code_lifetime(self) -> float: ...
+    @property
+    def client_credentials_lifetime(self) -> float: ...
     @property
     def non_expiring_until(self) -> float | None: ...
 
@@ -147,6 +156,17 @@ class AdminAuthority:
         record.online[token] = _Online(user_id, scope, expires_at)
         return token
 
+    def new_minted(self, shop: str) -> _Minted:
+        """Issue ``shop``'s client credentials token: it ends the previous one."""
+        now = self.settings.clock()
+        record = self.shop(shop)
+        minted = _Minted(
+            self._secret("shpat", shop), now + self.settings.client_credentials_lifetime
+        )
+        record.end_minted(now)
+        record.minted = minted
+        return minted
+
     def new_code(self, shop: str, *, scope: str, online: bool, user_id: int) -> str:
         """Issue an authorization code, as if the merchant approved ``scope``."""
         code = secrets.token_hex(16)
@@ -212,6 +232,8 @@ class AdminAuthority:
             return self._refresh(shop, form.get("refresh_token", ""))
         if grant == TOKEN_EXCHANGE:
             return self._exchange(shop, form)
+        if grant == CLIENT_CREDENTIALS_GRANT:
+            return self._client_credentials(shop)
         if grant in (None, CODE_GRANT) and "code" in form:
             # Shopify's code exchange needs no grant_type.
             return self._code(shop, form)
@@ -247,6 +269,23 @@ class AdminAuthority:
         new.previous_refresh, new.previous_until = kept
         counters.refreshes += 1
         return self._pair_answer(shop, new)
+
+    def _client_credentials(self, shop: str) -> Answer:
+        record = self.shops.get(shop)
+        counters = self.counters(shop)
+        if record is not None and not record.installed:
+            counters.mints_rejected += 1
+            return Answer.error(401, "invalid_request", "The app is not installed on this shop")
+        minted = self.new_minted(shop)
+        counters.mints += 1
+        return Answer.json(
+            200,
+            {
+                "access_token": minted.access,
+                "scope": self.shop(shop).scope,
+                "expires_in": seconds(minted.expires_at - self.settings.clock()),
+            },
+        )
 
     def _code(self, shop: str, form: Mapping[str, str]) -> Answer:
         code = form.get("code", "")

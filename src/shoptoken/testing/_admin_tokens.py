@@ -73,6 +73,14 @@ class _Online:
 
 
 @attrs.define
+class _Minted:
+    """A client credentials token: no refresh token; a new grant replaces it."""
+
+    access: str = attrs.field(repr=False)
+    expires_at: float
+
+
+@attrs.define
 class _Ended:
     """An access token the fake ended: when, and when it would have expired."""
 
@@ -88,6 +96,7 @@ class _Shop:
     installed: bool = True
     pair: _Pair | None = None
     non_expiring: str | None = attrs.field(default=None, repr=False)
+    minted: _Minted | None = attrs.field(default=None, repr=False)
     online: dict[str, _Online] = attrs.field(factory=dict, repr=False)
     ended: dict[str, _Ended] = attrs.field(factory=dict, repr=False)
 
@@ -99,9 +108,16 @@ class _Shop:
             self._end(self.non_expiring, now, None)
         self.pair = self.non_expiring = None
 
+    def end_minted(self, now: float) -> None:
+        """End the client credentials token: a new grant replaces it, or an uninstall."""
+        if self.minted is not None:
+            self._end(self.minted.access, now, self.minted.expires_at)
+        self.minted = None
+
     def end_all(self, now: float) -> None:
         """End every token of the shop (an uninstall)."""
         self.end_offline(now)
+        self.end_minted(now)
         for token, online in self.online.items():
             self._end(token, now, online.expires_at)
         self.online.clear()
@@ -111,13 +127,16 @@ class _Shop:
         while len(self.ended) > RETIRED_KEPT:
             del self.ended[next(iter(self.ended))]
 
-    def check(self, token: str, now: float, non_expiring_until: float | None) -> TokenCheck:
+    def check(self, token: str, now: float, non_expiring_until: float | None) -> TokenCheck:  # noqa: PLR0911 - one answer per kind of token
         """What an Admin API call with ``token`` meets at ``now``."""
         pair = self.pair
         if self.installed and pair is not None and same(pair.access, token):
             return _alive(now, pair.expires_at)
         if self.installed and self.non_expiring is not None and same(self.non_expiring, token):
             return _alive(now, non_expiring_until)
+        minted = self.minted
+        if self.installed and minted is not None and same(minted.access, token):
+            return _alive(now, minted.expires_at)
         online = self.online.get(token) if self.installed else None
         if online is not None:
             return _alive(now, online.expires_at)

@@ -3,7 +3,8 @@
 What it answers (see `_admin` and `_customer_accounts` for the rules)::
 
     POST https://{shop}/admin/oauth/access_token           Endpoint.ADMIN_TOKEN
-         authorization code, refresh, token exchange (session token), migration
+         authorization code, refresh, token exchange (session token), migration,
+         client credentials
     GET|POST https://{shop}/admin/api/{v}/shop.json|graphql.json   Endpoint.ADMIN_API
     GET  https://{shop}/.well-known/openid-configuration   Endpoint.DISCOVERY
     POST https://shopify.com/authentication/{id}/oauth/token       Endpoint.CUSTOMER_TOKEN
@@ -69,6 +70,7 @@ class FakeShopify(FakeStatistics, WebhookSender):
         refresh_lifetime: ``refresh_token_expires_in`` of their refresh tokens.
         online_lifetime: ``expires_in`` of online tokens.
         code_lifetime: How long an authorization code can be exchanged.
+        client_credentials_lifetime: ``expires_in`` of client credentials tokens.
         non_expiring_until: Wall time from which non-expiring offline tokens
             stop working (Shopify: 2027-01-01 for public apps); None: never.
         customer_client_id: The Customer Account API client id.
@@ -90,6 +92,7 @@ class FakeShopify(FakeStatistics, WebhookSender):
     refresh_lifetime: float = 90 * 86400.0
     online_lifetime: float = 86399.0
     code_lifetime: float = 600.0
+    client_credentials_lifetime: float = 86399.0
     non_expiring_until: float | None = None
     customer_client_id: str = "shp_fake-customer-client"
     customer_client_secret: str | None = attrs.field(

@@ -43,6 +43,9 @@ class ShopStatistics:
         grants_lost: Admin token endpoint grants the fake performed (a new
             token issued) whose answer a fault then lost: the client holds
             nothing, yet the previous access token is revoked.
+        mints: Client credentials grants that issued a token.
+        mints_rejected: Client credentials grants refused (401: the app is
+            not installed on the shop).
     """
 
     refreshes: int = 0
@@ -62,6 +65,8 @@ class ShopStatistics:
     clients_rejected: int = 0
     token_requests_throttled: int = 0
     grants_lost: int = 0
+    mints: int = 0
+    mints_rejected: int = 0
 
 
 @attrs.define
@@ -85,6 +90,8 @@ class Counters:
     clients_rejected: int = 0
     token_requests_throttled: int = 0
     grants_lost: int = 0
+    mints: int = 0
+    mints_rejected: int = 0
 
     def snapshot(self) -> ShopStatistics:
         """A frozen copy."""
@@ -142,6 +149,11 @@ class FakeStatistics:
     def grants_lost(self) -> int:
         """Grants performed whose answer a fault lost (unseen rotations), all shops."""
         return self._total("grants_lost")
+
+    @property
+    def mints(self) -> dict[str, int]:
+        """Client credentials grants that issued a token, per shop (shops with none are absent)."""
+        return self._per_shop("mints")
 
     @property
     def api_calls(self) -> dict[str, int]:
