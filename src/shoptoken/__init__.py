@@ -1,5 +1,6 @@
 """shoptoken: keeps Shopify OAuth tokens valid inside long-running trio daemons."""
 
+from ._core._loading import WarmUpFigures
 from ._core._manager import TokenManager, open_token_manager
 from ._core._policy import RefreshPolicy
 from ._core._refresher import KindRouter, Refresher
@@ -26,6 +27,7 @@ from ._persistence import (
     LockedToken,
     SupportsDelete,
     SupportsListKeys,
+    SupportsLoadMany,
     SupportsLocked,
     TokenCallback,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "ShopifyOAuth",
     "SupportsDelete",
     "SupportsListKeys",
+    "SupportsLoadMany",
     "SupportsLocked",
     "Token",
     "TokenCallback",
@@ -65,6 +68,7 @@ __all__ = [
     "TokenKind",
     "TokenManager",
     "TokenManagerStatistics",
+    "WarmUpFigures",
     "new_pkce",
     "open_token_manager",
     "pkce_challenge",

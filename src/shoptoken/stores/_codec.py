@@ -16,7 +16,7 @@ from .._keys import TokenKey, TokenKind
 from .._token import Token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 
 #: The columns written for each key, in order (generation and updated_at are
 #: maintained by the stores' SQL).
@@ -48,6 +48,8 @@ READ_COLUMNS: Final = (
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Keys per query when listing (keyset pagination: ``key > after ... LIMIT``).
 LIST_BATCH: Final = 500
+#: Keys per query when loading many (``IN (...)``: under SQLite's oldest limit of 999).
+LOAD_BATCH: Final = 500
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 
@@ -170,6 +172,25 @@ def decode(key: TokenKey, row: Sequence[object], when: Callable[[object], dateti
         raise PersistenceError(
             f"stored row for {key} is corrupt ({field}: {exc})", key=key
         ) from None
+
+
+def decode_many(
+    keys: Iterable[TokenKey],
+    rows: Iterable[Sequence[object]],
+    when: Callable[[object], datetime],
+) -> dict[TokenKey, Token]:
+    """The tokens of ``rows`` (each the key's text, then the `READ_COLUMNS`) for ``keys``.
+
+    Raises:
+        PersistenceError: A row is corrupt (as `decode`).
+    """
+    asked = {str(key): key for key in keys}
+    found: dict[TokenKey, Token] = {}
+    for row in rows:
+        key = asked.get(row[0])  # type: ignore[call-overload]  # the key column is text
+        if key is not None:
+            found[key] = decode(key, row[1:], when)
+    return found
 
 
 def parse_key(text: object) -> TokenKey:

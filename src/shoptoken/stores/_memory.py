@@ -11,7 +11,7 @@ import trio
 from .._errors import LockTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from .._keys import TokenKey
     from .._token import Token
@@ -44,6 +44,12 @@ class MemoryStore:
         """Return the stored token, or None."""
         await trio.lowlevel.checkpoint()
         return self._tokens.get(key)
+
+    async def load_many(self, keys: Sequence[TokenKey]) -> dict[TokenKey, Token]:
+        """Return the stored token of each of ``keys`` that has one."""
+        await trio.lowlevel.checkpoint()
+        tokens = self._tokens
+        return {key: tokens[key] for key in keys if key in tokens}
 
     async def save_tokens(self, key: TokenKey, token: Token) -> None:
         """Store the pair, replacing any previous one."""

@@ -86,6 +86,8 @@ class SQLiteStatements:
     upsert: str
     delete: str
     page: str
+    #: Followed by ``(?, ?, ...)``: the rows of many keys, each with its key first.
+    select_many: str
 
     @classmethod
     def build(cls, table: str) -> SQLiteStatements:
@@ -103,6 +105,7 @@ class SQLiteStatements:
             ),
             delete=f"DELETE FROM {name} WHERE key = ?",  # noqa: S608 - quoted identifier
             page=f"SELECT key FROM {name} WHERE key > ? ORDER BY key LIMIT ?",  # noqa: S608 - quoted identifier
+            select_many=f"SELECT key, {_READ} FROM {name} WHERE key IN ",  # noqa: S608 - quoted identifier
         )
 
 
@@ -119,6 +122,8 @@ class PostgresStatements:
     update_locked: str
     delete: str
     page: str
+    #: The rows of many keys (an array parameter), each with its key first.
+    select_many: str
 
     @classmethod
     def build(cls, table: str, schema: str | None) -> PostgresStatements:
@@ -152,4 +157,5 @@ class PostgresStatements:
             ),
             delete=f"DELETE FROM {name} WHERE key = %s",  # noqa: S608 - quoted identifier
             page=f"SELECT key FROM {name} WHERE key > %s ORDER BY key LIMIT %s",  # noqa: S608 - quoted identifier
+            select_many=f"SELECT key, {_READ} FROM {name} WHERE key = ANY(%s)",  # noqa: S608 - quoted identifier
         )
