@@ -16,6 +16,7 @@ store call (``load_many`` when the store has it), one read of the clock.
 from __future__ import annotations
 
 import itertools
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -27,7 +28,7 @@ from ._decision import Action, decide
 from ._flight import UNWAITED, Flight
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 
     from .._keys import TokenKey
     from .._token import Token
@@ -143,19 +144,22 @@ class Loader:
         core.check_open()
         start = trio.current_time()
         tally = _Tally()
-        batches = self._listed(batch_size) if keys is None else _batches(keys, batch_size)
-        async for batch in batches:
-            await self._warm_batch(batch, tally)
-            core.emitter.emit(
-                TokenEvent(
-                    EventKind.WARM_UP_PROGRESS,
-                    batch[-1],
-                    progress=tally.freeze(trio.current_time() - start),
+        # aclosing: a cancelled warm-up closes its batches (and the store's listing) at once.
+        async with aclosing(
+            self._listed(batch_size) if keys is None else _batches(keys, batch_size)
+        ) as batches:
+            async for batch in batches:
+                await self._warm_batch(batch, tally)
+                core.emitter.emit(
+                    TokenEvent(
+                        EventKind.WARM_UP_PROGRESS,
+                        batch[-1],
+                        progress=tally.freeze(trio.current_time() - start),
+                    )
                 )
-            )
         return tally.freeze(trio.current_time() - start)
 
-    async def _listed(self, size: int) -> AsyncIterator[list[TokenKey]]:
+    async def _listed(self, size: int) -> AsyncGenerator[list[TokenKey], None]:
         async with self.core.store.listing() as keys:
             batch: list[TokenKey] = []
             async for key in keys:
@@ -277,7 +281,7 @@ class Loader:
         self.supervision.start(state)
 
 
-async def _batches(keys: Iterable[TokenKey], size: int) -> AsyncIterator[list[TokenKey]]:
+async def _batches(keys: Iterable[TokenKey], size: int) -> AsyncGenerator[list[TokenKey], None]:
     # Deduplicated, so that each key is counted once.
     unique = iter(dict.fromkeys(keys))
     while batch := list(itertools.islice(unique, size)):
