@@ -18,7 +18,7 @@ import trio
 
 from ._report import Section, as_json, render
 
-ALL = ("hot_path", "herd", "fleet", "mass_expiry", "cross_node", "stores")
+ALL = ("hot_path", "herd", "fleet", "mass_expiry", "cross_node", "stores", "warm_up")
 
 
 def main() -> int:
