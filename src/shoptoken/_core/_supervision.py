@@ -45,6 +45,9 @@ class Supervision:
     rotator: Rotator
     load: Callable[[TokenKey], Awaitable[KeyState]]
 
+    def __attrs_post_init__(self) -> None:
+        self.core.alarms.connect(self._ring)
+
     def start(self, state: KeyState) -> None:
         """Start the key's keeper task unless it runs or has nothing to do."""
         token = state.token
@@ -57,20 +60,31 @@ class Supervision:
             or token.expires_at is None
         ):
             return
-        # Claimed now, so two callers cannot start two tasks. A fixed name
-        # spares trio formatting one per task.
+        # Claimed now, so two callers cannot start two tasks.
         state.running = True
+        self._spawn(state)
+
+    def _ring(self, state: KeyState) -> None:
+        """The key's alarm rang (it is due, or was woken): its keeper runs again."""
+        if self.core.closed:
+            state.running = False
+        else:
+            self._spawn(state)
+
+    def _spawn(self, state: KeyState) -> None:
+        # A fixed name spares trio formatting one per task.
         self.core.background.start_soon(self._keep, state, name="shoptoken.keeper")
 
     async def _keep(self, state: KeyState) -> None:
-        """Sleep until the key is due, refresh it, repeat; restart after a crash.
+        """Refresh the key if due, else set its alarm and end; restart after a crash.
 
-        One flat frame and no cancel scope (it sleeps on the shared alarm
-        clock, which is also how it is woken to reschedule or to stop): this
-        task exists once per active key. It ends when the key parks, is
+        One flat frame and no cancel scope: between refreshes a key has no
+        task, only an alarm (which also wakes it early, to reschedule or to
+        stop). It ends for good (``running`` cleared) when the key parks, is
         forgotten or needs re-authorization.
         """
         core = self.core
+        waiting = False
         try:
             while True:
                 try:
@@ -86,8 +100,10 @@ class Supervision:
                     if wake_at is None:
                         return  # parked
                     if now < wake_at:
-                        await core.alarms.sleep_until(state, trio.current_time() + (wake_at - now))
-                        continue  # re-read everything: woken early, or the wall clock moved
+                        # The alarm starts the next keeper: woken early, or at its time.
+                        core.alarms.set(state, trio.current_time() + (wake_at - now))
+                        waiting = True
+                        return
                     try:
                         await self.rotator.refresh(
                             state, reason="retry" if state.failures else "scheduled"
@@ -109,7 +125,8 @@ class Supervision:
                     )
                     await trio.sleep(delay)
         finally:
-            state.running = False
+            if not waiting:
+                state.running = False
 
     def next_wake(self, state: KeyState, now: float) -> float | None:
         """When the keeper next acts (wall time); None once the key has parked."""
