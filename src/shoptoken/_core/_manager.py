@@ -359,7 +359,8 @@ async def open_token_manager(
 ) -> AsyncIterator[TokenManager]:
     """Run a `TokenManager` for the duration of the ``async with`` block.
 
-    The manager owns a nursery: one keeper task per active key, the alarm
+    The manager owns a nursery: a keeper task for each key being refreshed
+    (the other active keys wait on one shared alarm clock), the alarm
     clock and a sweeper. Leaving the block lets refreshes and saves in
     flight finish (up to ``policy.shutdown_grace`` seconds), then cancels
     the rest. An exception raised in the block reaches the caller as is,

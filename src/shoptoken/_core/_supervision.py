@@ -1,9 +1,11 @@
-"""Supervision: one keeper task per active key, parking, and the sweeper.
+"""Supervision: each active key's keeper, parking, and the sweeper.
 
-A key's keeper task only sleeps until the key is due and asks the rotator
-to refresh it; every decision stays in `_decision`, `_schedule` and the
-rotator. An unexpected exception in one keeper is reported and the keeper
-restarted with backoff: it never tears down the others. Keys not used for
+A key's keeper task asks the rotator to refresh the key when it is due,
+then sets the key's alarm and ends: between refreshes an active key has no
+task, only an alarm (`AlarmClock`), which starts its keeper again. Every
+decision stays in `_decision`, `_schedule` and the rotator. An unexpected
+exception in one keeper is reported and the keeper restarted with backoff:
+it never tears down the others. Keys not used for
 ``idle_after`` park (no task, a float of memory); the sweeper refreshes
 parked keys whose refresh token nears its expiry, and re-reads the store for
 keys marked for re-authorization.

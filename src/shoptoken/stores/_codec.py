@@ -16,7 +16,7 @@ from .._keys import TokenKey, TokenKind
 from .._token import Token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 
 #: The columns written for each key, in order (generation and updated_at are
 #: maintained by the stores' SQL).
@@ -119,8 +119,11 @@ def _expect(value: object, kind: type, name: str, *, optional: bool) -> None:
         raise TypeError(msg)
 
 
+_KINDS: Final = frozenset(k.value for k in TokenKind)
+
+
 def _check_kind(kind: object, key: TokenKey) -> None:
-    if kind not in {k.value for k in TokenKind}:
+    if kind not in _KINDS:
         msg = "unknown token kind"
         raise ValueError(msg)
     if kind != key.kind.value:
@@ -175,16 +178,20 @@ def decode(key: TokenKey, row: Sequence[object], when: Callable[[object], dateti
 
 
 def decode_many(
-    keys: Iterable[TokenKey],
+    asked: Mapping[str, TokenKey],
     rows: Iterable[Sequence[object]],
     when: Callable[[object], datetime],
 ) -> dict[TokenKey, Token]:
-    """The tokens of ``rows`` (each the key's text, then the `READ_COLUMNS`) for ``keys``.
+    """The tokens of ``rows`` (each a key's text, then the `READ_COLUMNS`).
+
+    Args:
+        asked: The keys asked for, by their text (``str(key)``).
+        rows: The rows found.
+        when: How this store reads a non-NULL datetime.
 
     Raises:
         PersistenceError: A row is corrupt (as `decode`).
     """
-    asked = {str(key): key for key in keys}
     found: dict[TokenKey, Token] = {}
     for row in rows:
         key = asked.get(row[0])  # type: ignore[call-overload]  # the key column is text

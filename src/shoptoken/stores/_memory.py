@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from .._errors import LockTimeout
+from ._codec import LIST_BATCH
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -62,9 +63,13 @@ class MemoryStore:
         self._tokens.pop(key, None)
 
     async def list_keys(self) -> AsyncIterator[TokenKey]:
-        """Yield the stored keys (a snapshot taken when iteration starts)."""
-        for key in list(self._tokens):
-            await trio.lowlevel.checkpoint()
+        """Yield the stored keys (a snapshot taken when iteration starts).
+
+        Checkpoints once per `LIST_BATCH` keys, as a SQL store queries once per page.
+        """
+        for i, key in enumerate(list(self._tokens)):
+            if i % LIST_BATCH == 0:
+                await trio.lowlevel.checkpoint()
             yield key
 
     async def create_schema(self) -> None:

@@ -230,10 +230,10 @@ class PostgresStore:
         Raises:
             PersistenceError: The database failed or a row is corrupt.
         """
-        texts = [str(key) for key in keys]
-        read = functools.partial(_fetch_many, sql=self._sql.select_many, keys=texts)
+        asked = {str(key): key for key in keys}
+        read = functools.partial(_fetch_many, sql=self._sql.select_many, keys=list(asked))
         rows = await self._connections.transaction("load", None, read, single_statement=True)
-        return _codec.decode_many(keys, rows, _codec.aware_utc)
+        return _codec.decode_many(asked, rows, _codec.aware_utc)
 
     async def save_tokens(self, key: TokenKey, token: Token) -> None:
         """Store the whole pair atomically, replacing any previous one (committed on return).

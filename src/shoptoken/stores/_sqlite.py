@@ -197,10 +197,10 @@ class SQLiteStore:
         if not keys or not await self._table_exists():
             await trio.lowlevel.checkpoint()
             return {}
-        texts = [str(key) for key in keys]
-        read = functools.partial(_fetch_many, sql=self._sql.select_many, keys=texts)
+        asked = {str(key): key for key in keys}
+        read = functools.partial(_fetch_many, sql=self._sql.select_many, keys=list(asked))
         rows = await self._run("load", None, read)
-        return _codec.decode_many(keys, rows, _codec.from_micros)
+        return _codec.decode_many(asked, rows, _codec.from_micros)
 
     async def save_tokens(self, key: TokenKey, token: Token) -> None:
         """Store the whole pair atomically, replacing any previous one (durable on return).
