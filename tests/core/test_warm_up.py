@@ -18,6 +18,7 @@ from shoptoken import (
     EventKind,
     MemoryStore,
     NoToken,
+    PersistenceError,
     ReauthorizationRequired,
     Token,
     TokenEvent,
@@ -30,7 +31,7 @@ from .._managers import Clock, manager
 from ..fakes import PlainStore, at
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
 FRESH = [TokenKey.offline(f"fresh-{i}") for i in range(5)]
 STALE = TokenKey.offline("stale")
@@ -268,3 +269,66 @@ async def test_warm_up_and_first_uses_load_each_key_once(
         assert results == [WarmUpFigures(loaded=5, seconds=1.0)]
         assert store.loaded == Counter(dict.fromkeys(FRESH, 1))
         assert served == Counter({**dict.fromkeys(FRESH, 1), FRESH[0]: 2, FRESH[1]: 2})
+
+
+@attrs.define(eq=False)
+class DownStore(BrokenBulkStore):
+    """A store that is down: every load fails."""
+
+    async def load_tokens(self, key: TokenKey) -> Token | None:
+        """Fail."""
+        await trio.lowlevel.checkpoint()
+        msg = "connection refused"
+        raise OSError(msg)
+
+
+async def test_a_store_that_is_down_stops_the_warm_up(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """When a batch's bulk load and its first key-by-key loads all fail, warm_up raises."""
+    store = DownStore()
+    await _fleet(endpoint, clock, store)
+    async with manager(endpoint, clock, store) as tokens:
+        with pytest.raises(PersistenceError, match="connection refused"):
+            await tokens.warm_up(ALL, batch_size=5)
+        stats = tokens.statistics()
+        assert (stats.loads_failed, stats.keys_known) == (3, 0)  # no key left loading
+
+
+async def test_bulk_results_that_are_not_tokens_fall_back_to_single_loads(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A load_many that returns something else than Tokens is not trusted: keys load one by one."""
+
+    @attrs.define(eq=False)
+    class WrongBulk(CountingStore):
+        async def load_many(self, keys: Sequence[TokenKey]) -> dict[TokenKey, Token]:
+            await trio.lowlevel.checkpoint()
+            return dict.fromkeys(keys, "not a token")  # type: ignore[arg-type]
+
+    store = WrongBulk()
+    await _fleet(endpoint, clock, store)
+    async with manager(endpoint, clock, store) as tokens:
+        figures = await tokens.warm_up(FRESH)
+        assert figures.loaded == len(FRESH)
+        assert store.loaded == Counter(dict.fromkeys(FRESH, 1))  # each loaded alone, once
+
+
+async def test_a_failed_listing_is_a_persistence_error(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """warm_up() without keys reports a listing that fails as PersistenceError."""
+
+    @attrs.define(eq=False)
+    class BrokenListing(MemoryStore):
+        async def list_keys(self) -> AsyncIterator[TokenKey]:
+            await trio.lowlevel.checkpoint()
+            yield FRESH[0]
+            msg = "cursor lost"
+            raise OSError(msg)
+
+    store = BrokenListing()
+    await _fleet(endpoint, clock, store)
+    async with manager(endpoint, clock, store) as tokens:
+        with pytest.raises(PersistenceError, match="list_keys failed: OSError: cursor lost"):
+            await tokens.warm_up()

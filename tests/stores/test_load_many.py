@@ -9,11 +9,12 @@ from __future__ import annotations
 import pytest
 import trio
 
-from shoptoken import PersistenceError, TokenKey, open_token_manager
+from shoptoken import MemoryStore, PersistenceError, TokenKey, open_token_manager
 from shoptoken.stores import _codec
 from shoptoken.testing import FakeShopify
 
-from .conftest import Backend, Store
+from ..fakes import PlainStore
+from .conftest import KEYS, Backend, Store
 from .test_contract import BARE, CUSTOMER, FULL, KEY, ONLINE, OTHER, T1, T2
 
 
@@ -74,3 +75,11 @@ async def test_warm_up_over_the_store(backend: Backend, store: Store) -> None:
         assert tokens.statistics().loads_failed == 0
         again = await tokens.warm_up([*keys[:3], TokenKey.offline("absent")])
         assert (again.loaded, again.missing) == (3, 1)
+
+
+def test_encrypted_store_has_load_many_only_over_a_store_with_it() -> None:
+    """EncryptedStore offers load_many exactly when its inner store does."""
+    from shoptoken.stores import EncryptedStore
+
+    assert not hasattr(EncryptedStore(PlainStore(), KEYS), "load_many")
+    assert hasattr(EncryptedStore(MemoryStore(), KEYS), "load_many")

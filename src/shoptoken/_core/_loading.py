@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 #: Keys per store call when warming up, unless told otherwise.
 WARM_UP_BATCH: Final = 1000
+#: A batch whose first this many loads all fail means the store is failing, not
+#: some rows: the warm-up stops (rather than wait out every key's failure).
+_FAILING: Final = 3
 
 
 @attrs.frozen
@@ -221,15 +224,21 @@ class Loader:
                 self._use(state, now, tally)
 
     async def _load_each(self, claimed: list[KeyState], tally: _Tally) -> None:
+        """Load one key at a time; raise if the first `_FAILING` loads all fail."""
         core = self.core
+        answered = failures = 0
         for state in claimed:
             key = state.key
             try:
                 token = await core.store.load(key, bounded=False)
             except PersistenceError as exc:
                 tally.failed += 1
+                failures += 1
                 self.settle(state, None, exc)
+                if not answered and failures >= _FAILING:
+                    raise
                 continue
+            answered += 1
             if token is None:
                 tally.missing += 1
                 self.settle(state, None, NoToken(f"no token stored for {key}", key=key))

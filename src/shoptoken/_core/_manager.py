@@ -256,8 +256,10 @@ class TokenManager:
             re-authorization, have nothing stored or failed, and the seconds.
 
         Raises:
-            PersistenceError: Listing the store failed (a failed load is
-                counted in ``failed`` instead).
+            PersistenceError: Listing the store failed, or the store failed
+                every load of a batch (its bulk load, then the first keys one
+                at a time): the store is down. Keys loaded until then stay
+                loaded. Failed loads of some keys are counted in ``failed``.
             TypeError: ``keys`` is None and the store cannot list its keys,
                 or an item of ``keys`` is not a `TokenKey`.
             ValueError: ``batch_size`` is less than 1.
