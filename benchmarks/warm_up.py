@@ -281,17 +281,20 @@ def _figures(samples: dict[str, list[dict[str, float]]]) -> list[Figure]:
         return median_spread([m["seconds"] * m["scale"] for m in samples[case]])
 
     floor, floor_spread = seconds("floor")
-    memory, _ = seconds("memory-warm")
+    # "The MemoryStore start" of the issue: one first use per key (load + keeper).
+    memory, _ = seconds("memory-lazy")
+    memory_warm, _ = seconds("memory-warm")
     figures = [
         Figure("trio floor: a load + a parked task per key", floor, "s", floor_spread),
         Figure(
-            "MemoryStore warm-up / trio floor",
+            "MemoryStore start (first use per key) / trio floor",
             memory / floor,
             "x",
             None,
             "<= 1.3x",
             memory / floor <= 1.3,
         ),
+        Figure("MemoryStore warm-up / trio floor", memory_warm / floor, "x"),
     ]
     for case in CASES[1:]:
         if not samples[case]:
@@ -304,15 +307,9 @@ def _figures(samples: dict[str, list[dict[str, float]]]) -> list[Figure]:
             ratio = value / memory
             figures.append(Figure(name, value, "s", spread, "<= 5 s", value <= 5))
             figures.append(
-                Figure(
-                    f"{case} / memory-warm",
-                    ratio,
-                    "x",
-                    None,
-                    "<= 1.5x",
-                    ratio <= 1.5,
-                )
+                Figure(f"{case} / MemoryStore start", ratio, "x", None, "<= 1.5x", ratio <= 1.5)
             )
+            figures.append(Figure(f"{case} / MemoryStore warm-up", value / memory_warm, "x"))
         else:
             figures.append(Figure(name, value, "s", spread))
         figures.append(Figure(f"{case}: share of the start in the collector", gc_share * 100, "%"))

@@ -197,7 +197,7 @@ class Loader:
             for state in claimed:
                 if state.loading is not None:  # cancelled before its load settled
                     self.settle(state, None, None)
-        now = self.core.clock()
+        now = self._now()
         for state in ready:
             self._use(state, now, tally)
         again = await self._wait_for(elsewhere, tally)
@@ -213,7 +213,7 @@ class Loader:
             # by key, so that only the keys at fault fail.
             await self._load_each(claimed, tally)
             return
-        now = core.clock()
+        now = self._now()
         for state in claimed:
             token = found.get(state.key)
             if token is None:
@@ -244,7 +244,7 @@ class Loader:
                 self.settle(state, None, NoToken(f"no token stored for {key}", key=key))
             else:
                 self.settle(state, token, None)
-                self._use(state, core.clock(), tally)
+                self._use(state, self._now(), tally)
 
     async def join(self, state: KeyState) -> Exception | None:
         """Wait for the key's load in flight; its error, or None (loaded, or loader cancelled)."""
@@ -263,7 +263,7 @@ class Loader:
             error = await self.join(state)
             current = self.core.states.get(state.key)
             if current is not None and current.token is not None:
-                self._use(current, self.core.clock(), tally)
+                self._use(current, self._now(), tally)
             elif error is None:
                 again.append(state.key)  # its loader was cancelled: ours to load
             elif isinstance(error, NoToken):
@@ -272,8 +272,13 @@ class Loader:
                 tally.failed += 1
         return again
 
-    def _use(self, state: KeyState, now: float, tally: _Tally) -> None:
+    def _now(self) -> tuple[float, float]:
+        """The wall clock and trio's, read once for a batch."""
+        return self.core.clock(), trio.current_time()
+
+    def _use(self, state: KeyState, clocks: tuple[float, float], tally: _Tally) -> None:
         """Count a loaded key as used and start its keeper (or mark it dead)."""
+        now, trio_now = clocks
         state.used = now
         if state.dead:
             tally.dead += 1
@@ -287,7 +292,7 @@ class Loader:
             if action is not Action.SERVE:
                 tally.refreshing += 1
         tally.loaded += 1
-        self.supervision.start(state)
+        self.supervision.start_waiting(state, now, trio_now)
 
 
 async def _batches(keys: Iterable[TokenKey], size: int) -> AsyncGenerator[list[TokenKey], None]:

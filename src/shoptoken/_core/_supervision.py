@@ -52,6 +52,24 @@ class Supervision:
 
     def start(self, state: KeyState) -> None:
         """Start the key's keeper task unless it runs or has nothing to do."""
+        if self._claim(state):
+            self._spawn(state)
+
+    def start_waiting(self, state: KeyState, now: float, trio_now: float) -> None:
+        """Start keeping a key just loaded by a warm-up: its alarm, or a keeper if it is due.
+
+        The keeper's first step done here, with the batch's clock readings
+        (wall and trio time): a key that is not due gets no task at all.
+        """
+        if self._claim(state):
+            wake_at = self.next_wake(state, now)
+            if wake_at is not None and now < wake_at:
+                self.core.alarms.set(state, trio_now + (wake_at - now))
+            else:
+                self._spawn(state)
+
+    def _claim(self, state: KeyState) -> bool:
+        """Claim the key for its keeper, unless it is kept already or has nothing to do."""
         token = state.token
         if (
             state.running
@@ -61,10 +79,10 @@ class Supervision:
             or not token.refreshable
             or token.expires_at is None
         ):
-            return
-        # Claimed now, so two callers cannot start two tasks.
+            return False
+        # Claimed now, so two callers cannot start two keepers.
         state.running = True
-        self._spawn(state)
+        return True
 
     def _ring(self, state: KeyState) -> None:
         """The key's alarm rang (it is due, or was woken): its keeper runs again."""
