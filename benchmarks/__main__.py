@@ -18,7 +18,16 @@ import trio
 
 from ._report import Section, as_json, render
 
-ALL = ("hot_path", "herd", "fleet", "mass_expiry", "cross_node", "stores", "service")
+ALL = (
+    "hot_path",
+    "herd",
+    "fleet",
+    "mass_expiry",
+    "cross_node",
+    "stores",
+    "service",
+    "warm_up",
+)
 
 
 def main() -> int:

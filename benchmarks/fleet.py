@@ -1,4 +1,4 @@
-"""Fleet scale: 1k, 10k and 100k active keys, each with its supervised refresher task.
+"""Fleet scale: 1k, 10k and 100k active keys, each kept fresh by its supervised keeper.
 
 Each size runs in its own process, for clean memory figures:
 
@@ -220,7 +220,7 @@ async def run(quick: bool) -> Section:
             ),
         ]
     return Section(
-        "3. Fleet scale: active keys with one refresher task each",
+        "3. Fleet scale: active keys, each kept fresh (a keeper task when due, an alarm between)",
         figures,
         [f"CPU measured over {idle} s with nothing due; targets apply to the largest size."],
     )

@@ -1,5 +1,6 @@
 """shoptoken: keeps Shopify OAuth tokens valid inside long-running trio daemons."""
 
+from ._core._loading import WarmUpFigures
 from ._core._manager import TokenManager, open_token_manager
 from ._core._policy import RefreshPolicy
 from ._core._refresher import KindRouter, Refresher
@@ -30,6 +31,7 @@ from ._persistence import (
     SupportsDelete,
     SupportsDeleteShop,
     SupportsListKeys,
+    SupportsLoadMany,
     SupportsLocked,
     TokenCallback,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "SupportsDelete",
     "SupportsDeleteShop",
     "SupportsListKeys",
+    "SupportsLoadMany",
     "SupportsLocked",
     "Token",
     "TokenCallback",
@@ -78,6 +81,7 @@ __all__ = [
     "TokenManager",
     "TokenManagerStatistics",
     "TokenService",
+    "WarmUpFigures",
     "Webhook",
     "handle_webhook",
     "new_pkce",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import datetime
 
+    from ._core._loading import WarmUpFigures
     from ._keys import TokenKey
 
 log = get_logger()
@@ -49,6 +50,8 @@ class EventKind(enum.Enum):
     REFRESHER_CRASHED = "shoptoken.refresher.crashed"
     KEY_PARKED = "shoptoken.key.parked"
     HOOK_FAILED = "shoptoken.hook.failed"
+    WARM_UP_PROGRESS = "shoptoken.warm_up.progress"
+    """`TokenManager.warm_up` finished a batch; ``progress`` holds the figures so far."""
 
 
 _LEVELS = {
@@ -66,6 +69,7 @@ _LEVELS = {
     EventKind.REFRESHER_CRASHED: "error",
     EventKind.KEY_PARKED: "debug",
     EventKind.HOOK_FAILED: "error",
+    EventKind.WARM_UP_PROGRESS: "debug",
 }
 
 
@@ -83,6 +87,8 @@ class TokenEvent:
         duration: Seconds the operation took, when measured.
         reason: Why a refresh ran ("scheduled", "expired", "stale", "forced",
             "keepalive") or why a save was retried.
+        progress: A warm-up's figures so far (``WARM_UP_PROGRESS``; ``key``
+            is then the last key of the batch).
     """
 
     kind: EventKind
@@ -93,6 +99,7 @@ class TokenEvent:
     expires_at: datetime | None = None
     duration: float | None = None
     reason: str | None = None
+    progress: WarmUpFigures | None = None
 
 
 class EventHook(Protocol):
@@ -136,6 +143,8 @@ class Emitter:
             )
             if value is not None
         }
+        if event.progress is not None:
+            fields.update(attrs.asdict(event.progress))
         getattr(log, _LEVELS[event.kind])(event.kind.value, key=str(event.key), **fields)
         for hook in self.hooks:
             try:

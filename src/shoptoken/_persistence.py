@@ -9,6 +9,8 @@ class implementing two methods is enough):
   shop at once (without it: ``list_keys`` and ``delete_tokens``, else only
   the keys the manager holds in memory).
 - ``list_keys()``: an async iterable of every stored key (the CLI's daemon).
+- ``load_many(keys)``: many keys' tokens in one call (`TokenManager.warm_up`
+  loads a fleet a batch at a time with it, instead of a key at a time).
 - ``locked(key, timeout=...)``: an async context manager taking a lock that
   holds across processes and nodes, yielding a `LockedToken` with the
   freshly re-read token and a ``save`` that writes inside that lock.
@@ -19,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from ._keys import TokenKey
@@ -78,6 +80,20 @@ class SupportsListKeys(Protocol):
 
     def list_keys(self) -> AsyncIterator[TokenKey]:
         """Yield every stored key, without loading them all into memory."""
+        ...
+
+
+class SupportsLoadMany(Protocol):
+    """A store that can load many keys in one call (a batched query)."""
+
+    async def load_many(self, keys: Sequence[TokenKey]) -> Mapping[TokenKey, Token]:
+        """Return the stored token of each of ``keys`` that has one.
+
+        A key with nothing stored is absent from the result. Raising (for
+        instance `PersistenceError` for one corrupt row) fails the whole
+        call: the manager then loads those keys one at a time, so only the
+        key at fault fails.
+        """
         ...
 
 

@@ -16,8 +16,16 @@ import attrs
 import trio
 import trio.testing
 
-from shoptoken import MemoryStore, PersistenceError, RefreshPolicy, TokenKey
-from shoptoken.cli._run import Daemon
+from shoptoken import (
+    EventKind,
+    MemoryStore,
+    PersistenceError,
+    RefreshPolicy,
+    TokenEvent,
+    TokenKey,
+    WarmUpFigures,
+)
+from shoptoken.cli._run import Daemon, WarmUpBar
 from shoptoken.testing import FakeShopify
 
 from .._logs import captured_events
@@ -198,3 +206,31 @@ async def test_a_stored_client_credentials_key_is_kept_minted(
     assert fake.mints == {minted.shop: 2}
     assert daemon.statistics is not None
     assert daemon.statistics.keys_reauthorization_required == 0
+
+
+async def test_the_start_warms_up_the_stored_keys(autojump_clock: trio.testing.MockClock) -> None:
+    """The first scan loads every offline and online key in batches and logs the figures."""
+    fake = FakeShopify()
+    store = MemoryStore()
+    for key in (FRESH, STALE):
+        await store.save_tokens(key, fake.install(key.shop))
+    await store.save_tokens(TokenKey.customer("fresh-store", "7"), fake.install(FRESH.shop))
+    with captured_events() as logs:
+        async with fake.oauth() as oauth, trio.open_nursery() as nursery:
+            await nursery.start(Daemon(store, oauth, RefreshPolicy(), rescan=10).run)
+            nursery.cancel_scope.cancel()
+    warmed = [entry for entry in logs if entry["event"] == "shoptoken.cli.warm_up.finished"]
+    assert len(warmed) == 1
+    assert (warmed[0]["loaded"], warmed[0]["dead"], warmed[0]["missing"]) == (2, 0, 0)
+
+
+def test_the_warm_up_bar_follows_progress_events() -> None:
+    """The bar's count follows the keys of each progress event, and only while shown."""
+    bar = WarmUpBar()
+    event = TokenEvent(EventKind.WARM_UP_PROGRESS, FRESH, progress=WarmUpFigures(loaded=3, dead=1))
+    bar(event)  # not shown: ignored
+    with bar.showing(10) as progress:
+        bar(TokenEvent(EventKind.KEY_PARKED, FRESH))
+        assert progress.tasks[0].completed == 0
+        bar(event)
+        assert (progress.tasks[0].completed, progress.tasks[0].total) == (4, 10)

@@ -6,6 +6,7 @@ primitives), `_store` (the store adapter), `_context` (what the parts share),
 `_rotation` (single flight and backoff), `_exchange` (one refresh under the
 locks: re-read, decide, rotate, save, commit, install), `_contention` and
 `_saves` (stores shared with other processes, saves that failed),
-`_supervision` (keeper tasks and the sweeper), and `_manager` (the public
+`_supervision` (keepers and the sweeper), `_loading` (first loads, one key
+at a time or a fleet's warm-up in batches), and `_manager` (the public
 `TokenManager`).
 """

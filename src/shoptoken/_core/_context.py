@@ -19,7 +19,7 @@ import trio
 from .._errors import NoToken, ReauthorizationRequired
 from .._events import Emitter, EventKind, TokenEvent
 from . import _schedule
-from ._alarms import AlarmClock, wake
+from ._alarms import AlarmClock
 from ._decision import Action, StoredView, decide
 from ._gate import AppGate
 
@@ -110,7 +110,7 @@ class Core:
             # This node's own delay: nodes sharing a store do not all wake at once.
             stale_at += min(self.rng.random() * spread, (hard_at - stale_at) / 2)
         state.install(token, stale_at, hard_at, dead_at)
-        wake(state)
+        self.alarms.wake(state)
 
     def judge(self, key: TokenKey, token: Token, *, suspect: bool = False) -> Action:
         """`decide` about a token read from the store, as if it were the held one.
@@ -128,7 +128,7 @@ class Core:
         if not state.dead:
             self.emit(EventKind.REAUTHORIZATION_REQUIRED, state, error=why)
         state.mark_dead(self.clock() + self.policy.recheck_interval)
-        wake(state)
+        self.alarms.wake(state)
 
     def raise_if_dead(self, state: KeyState) -> Token:
         """Return the key's token; raise `ReauthorizationRequired` for a dead key."""
@@ -146,7 +146,7 @@ class Core:
         if self.is_current(state):
             del self.states[state.key]
         state.retire()
-        wake(state)  # its keeper wakes, sees the key gone, and ends
+        self.alarms.wake(state)  # its keeper wakes, sees the key gone, and ends
 
     def emit(self, kind: EventKind, state: KeyState, **fields: Any) -> None:
         """Report an event about ``state``'s key."""
@@ -179,5 +179,7 @@ class Core:
         for scope in self._critical_scopes:
             scope.deadline = min(scope.deadline, deadline)
         self.background.cancel_scope.cancel()
+        self.alarms.clear()
         for state in self.states.values():
             state.retire()  # the hot path now falls through to check_open
+            state.running = False  # no keeper starts again

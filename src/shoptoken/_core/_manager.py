@@ -25,8 +25,9 @@ from ._contention import Contention
 from ._context import Core
 from ._decision import Action, decide
 from ._exchange import Exchange
-from ._flight import UNWAITED, Flight, copy_error
+from ._flight import copy_error
 from ._forgetting import Forgetter
+from ._loading import WARM_UP_BATCH, Loader, WarmUpFigures
 from ._policy import RefreshPolicy
 from ._refresher import as_refresher
 from ._rotation import Rotator
@@ -57,6 +58,7 @@ class TokenManager:
     _rotator: Rotator
     _supervision: Supervision
     _forgetter: Forgetter
+    _loader: Loader
 
     def __init__(self, core: Core) -> None:
         self._core = core
@@ -67,6 +69,7 @@ class TokenManager:
         self._rotator = Rotator(core, exchange, contention)
         self._supervision = Supervision(core, self._rotator, self._load_unused)
         self._forgetter = Forgetter(core)
+        self._loader = Loader(core, self._supervision, self._state_for)
         core.background.start_soon(self._supervision.sweep)
         core.background.start_soon(core.alarms.run)
 
@@ -263,6 +266,42 @@ class TokenManager:
         forgotten = await self._forgetter.forget(shop=normalize_shop(shop))
         return sorted(forgotten, key=str)
 
+    async def warm_up(
+        self, keys: Iterable[TokenKey] | None = None, *, batch_size: int = WARM_UP_BATCH
+    ) -> WarmUpFigures:
+        """Load ``keys`` (every stored key if None) and start keeping them fresh.
+
+        For a daemon's start: keys are loaded ``batch_size`` at a time, in one
+        store call per batch when the store has ``load_many`` (else one key
+        at a time), and each loaded key counts as used and gets its keeper
+        task, as on a first `valid_token`. Keys already in memory are only
+        counted; a key a first use is loading meanwhile is loaded once. A
+        `TokenEvent` of kind ``WARM_UP_PROGRESS`` follows every batch.
+        Cancelled, it leaves the keys it had not loaded to load lazily.
+
+        Args:
+            keys: The keys to load; None lists the store (``list_keys``).
+            batch_size: Keys per store call.
+
+        Returns:
+            How many keys were loaded, are due a refresh, need
+            re-authorization, have nothing stored or failed, and the seconds.
+
+        Raises:
+            PersistenceError: Listing the store failed, or the store failed
+                every load of a batch (its bulk load, then the first keys one
+                at a time): the store is down. Keys loaded until then stay
+                loaded. Failed loads of some keys are counted in ``failed``.
+            TypeError: ``keys`` is None and the store cannot list its keys,
+                or an item of ``keys`` is not a `TokenKey`.
+            ValueError: ``batch_size`` is less than 1.
+            RuntimeError: The manager is closed.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            msg = f"batch_size must be a positive int, not {batch_size!r}"
+            raise ValueError(msg)
+        return await self._loader.warm_up(keys, batch_size)
+
     def statistics(self) -> TokenManagerStatistics:
         """Return a frozen snapshot of keys and counters."""
         core = self._core
@@ -323,15 +362,12 @@ class TokenManager:
         while True:
             state = self._state_for(key)
             if state.token is None and not state.vacant:
-                loading = state.loading
-                if loading is not None:
-                    if loading is UNWAITED:
-                        state.loading = loading = Flight()
-                    await loading.done().wait()
-                    if loading.error is not None:
-                        raise copy_error(loading.error)  # we waited on a failed load
+                if state.loading is not None:
+                    error = await self._loader.join(state)
+                    if error is not None:
+                        raise copy_error(error)  # we waited on a failed load
                     continue  # loaded now, or its loader was cancelled: look again
-                await self._load_into(state)
+                await self._loader.load_one(state)
                 loaded = True
             else:
                 # No checkpoint here: every caller reaches one soon after, and
@@ -340,35 +376,6 @@ class TokenManager:
             if use:
                 self._supervision.start(state)
             return state, loaded
-
-    async def _load_into(self, state: KeyState) -> None:
-        """Load a key's first token; waiters on ``state.loading`` share the outcome."""
-        core = self._core
-        key = state.key
-        state.loading = UNWAITED
-        error: Exception | None = None
-        try:
-            try:
-                token = await core.store.load(key, bounded=False)
-                if core.being_forgotten(key) or not core.is_current(state):
-                    token = None  # read before a forget deleted it
-            except PersistenceError as exc:
-                error = exc
-                raise
-            if token is None and not key.mintable:
-                error = NoToken(f"no token stored for {key}", key=key)
-                raise error
-            if state.token is None:  # else put_token installed a newer token meanwhile
-                if token is None:
-                    state.vacate()  # a mintable key: its first use mints
-                else:
-                    core.install(state, token)
-        finally:
-            waiters, state.loading = state.loading, None
-            if error is not None:
-                core.drop(state)  # the next use loads again
-            if waiters is not None and waiters is not UNWAITED:
-                waiters.finish(error=error)
 
 
 _SERVABLE = (Action.SERVE, Action.SERVE_AND_REFRESH)
@@ -387,7 +394,8 @@ async def open_token_manager(
 ) -> AsyncIterator[TokenManager]:
     """Run a `TokenManager` for the duration of the ``async with`` block.
 
-    The manager owns a nursery: one keeper task per active key, the alarm
+    The manager owns a nursery: a keeper task for each key being refreshed
+    (the other active keys wait on one shared alarm clock), the alarm
     clock and a sweeper. Leaving the block lets refreshes and saves in
     flight finish (up to ``policy.shutdown_grace`` seconds), then cancels
     the rest. An exception raised in the block reaches the caller as is,

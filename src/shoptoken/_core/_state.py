@@ -103,10 +103,9 @@ class KeyState:
     #: A rotated pair held in memory until its save lands.
     unsaved: Token | None = None
     saving: bool = False
-    #: Whether the key's keeper task runs.
+    #: Whether the key is kept: its keeper task runs, or its alarm is set.
     running: bool = False
-    #: Owned by `AlarmClock`: the keeper task while it sleeps, and until when.
-    sleeper: trio.lowlevel.Task | None = None
+    #: Owned by `AlarmClock`: the trio time the key's alarm rings at (nan: not set).
     sleep_until: float = math.nan
     crashes: int = 0
     #: Consecutive refreshes left to another holder of the store's lock.
@@ -198,12 +197,6 @@ class KeyState:
         """The key left the manager (forgotten, parked, closed): never served from here."""
         self.retired = True
         self._derive()
-
-    def abort_sleep(self, _: object) -> trio.lowlevel.Abort:
-        """`AlarmClock`'s abort function: the keeper's sleep ends (it is cancelled)."""
-        self.sleeper = None
-        self.sleep_until = math.nan
-        return trio.lowlevel.Abort.SUCCEEDED
 
     # -- the key's lock --------------------------------------------------------------
 

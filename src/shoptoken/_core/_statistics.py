@@ -11,7 +11,8 @@ class TokenManagerStatistics:
 
     Attributes:
         keys_known: Keys in memory plus parked keys.
-        keys_active: Keys in memory with a running keeper task.
+        keys_active: Keys in memory kept fresh (a keeper task runs, or their
+            alarm is set for the next refresh).
         keys_parked: Keys parked after ``idle_after`` without use.
         keys_reauthorization_required: Keys waiting for a new authorization.
         keys_suspect: Keys whose token may have been revoked by a rotation

@@ -1,7 +1,8 @@
 """StoreAdapter: the user's `TokenCallback`, its capabilities detected once, its calls bounded.
 
 The core never looks at the callback itself: it asks this adapter, which
-found the optional capabilities (``locked``, ``delete_tokens``) once at
+found the optional capabilities (``locked``, ``delete_tokens``,
+``load_many``) once at
 start-up, wraps every failure in `PersistenceError`
 (scrubbed of the secrets it may quote), checks that a load returns a `Token`,
 and bounds the calls a refresh makes by ``store_timeout``.
@@ -10,8 +11,17 @@ and bounds the calls a refresh makes by ``store_timeout``.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -55,6 +65,7 @@ class StoreAdapter:
         counters: Where failed loads are counted (``loads_failed``).
         locked: The store's cross-process lock (``SupportsLocked.locked``),
             or None when it has none.
+        bulk: Whether the store loads many keys in one call (``load_many``).
     """
 
     callback: TokenCallback
@@ -63,13 +74,20 @@ class StoreAdapter:
     locked: Locked | None = attrs.field(init=False)
     _delete: Callable[[TokenKey], Any] | None = attrs.field(init=False)
     _delete_shop: Callable[[str], Any] | None = attrs.field(init=False)
+    _load_many: Callable[[Sequence[TokenKey]], Awaitable[Any]] | None = attrs.field(init=False)
     _list_keys: Callable[[], AsyncIterator[TokenKey]] | None = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.locked = getattr(self.callback, "locked", None)
         self._delete = getattr(self.callback, "delete_tokens", None)
         self._delete_shop = getattr(self.callback, "delete_shop", None)
+        self._load_many = getattr(self.callback, "load_many", None)
         self._list_keys = getattr(self.callback, "list_keys", None)
+
+    @property
+    def bulk(self) -> bool:
+        """Whether the store loads many keys in one call (``SupportsLoadMany``)."""
+        return self._load_many is not None
 
     async def load(self, key: TokenKey, *, bounded: bool = True) -> Token | None:
         """Load ``key``'s token (bounded by ``timeout`` unless a first load).
@@ -98,6 +116,50 @@ class StoreAdapter:
             msg = f"load_tokens returned {type(token).__name__}, not Token, for {key}"
             raise PersistenceError(msg, key=key)
         return token
+
+    async def load_many(self, keys: Sequence[TokenKey]) -> Mapping[TokenKey, Token]:
+        """Load ``keys`` in one call of the store's ``load_many`` (bounded by its caller).
+
+        Raises:
+            PersistenceError: The store failed, or returned something else
+                than a mapping of the asked keys to Tokens (not counted: the
+                caller loads the keys again one at a time).
+        """
+        assert self._load_many is not None  # noqa: S101 - callers check `bulk`
+        try:
+            found = await self._load_many(keys)
+        except PersistenceError:
+            raise
+        except Exception as exc:
+            msg = f"load_many failed for {len(keys)} keys: {describe(exc)}"
+            raise PersistenceError(msg) from exc
+        if not isinstance(found, Mapping) or not all(
+            isinstance(token, Token) for token in found.values()
+        ):
+            msg = f"load_many returned {type(found).__name__}, not a mapping of keys to Tokens"
+            raise PersistenceError(msg)
+        return found
+
+    @asynccontextmanager
+    async def listing(self) -> AsyncIterator[AsyncIterator[TokenKey]]:
+        """Every stored key (the store's ``list_keys``), closed when the block ends.
+
+        Raises:
+            TypeError: The store cannot list its keys.
+            PersistenceError: The listing failed (raised while iterating).
+        """
+        if self._list_keys is None:
+            msg = f"{type(self.callback).__name__} cannot list its keys (list_keys)"
+            raise TypeError(msg)
+        keys = self._list_keys()
+        wrapped = _wrapped(keys)
+        try:
+            yield wrapped
+        finally:
+            await wrapped.aclose()
+            aclose = getattr(keys, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def save(self, key: TokenKey, token: Token) -> None:
         """Save ``token`` for ``key`` (bounded by ``timeout``).
@@ -158,3 +220,18 @@ class StoreAdapter:
             if await self.delete(key, None):
                 deleted.add(key)
         return deleted
+
+
+async def _wrapped(keys: AsyncIterator[TokenKey]) -> AsyncGenerator[TokenKey, None]:
+    """``keys``, with a failure of the store's listing as a `PersistenceError`."""
+    while True:
+        try:
+            key = await anext(keys)
+        except StopAsyncIteration:
+            return
+        except PersistenceError:
+            raise
+        except Exception as exc:
+            msg = f"list_keys failed: {describe(exc)}"
+            raise PersistenceError(msg) from exc
+        yield key

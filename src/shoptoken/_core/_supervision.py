@@ -1,9 +1,11 @@
-"""Supervision: one keeper task per active key, parking, and the sweeper.
+"""Supervision: each active key's keeper, parking, and the sweeper.
 
-A key's keeper task only sleeps until the key is due and asks the rotator
-to refresh it; every decision stays in `_decision`, `_schedule` and the
-rotator. An unexpected exception in one keeper is reported and the keeper
-restarted with backoff: it never tears down the others. Keys not used for
+A key's keeper task asks the rotator to refresh the key when it is due,
+then sets the key's alarm and ends: between refreshes an active key has no
+task, only an alarm (`AlarmClock`), which starts its keeper again. Every
+decision stays in `_decision`, `_schedule` and the rotator. An unexpected
+exception in one keeper is reported and the keeper restarted with backoff:
+it never tears down the others. Keys not used for
 ``idle_after`` park (no task, a float of memory); the sweeper refreshes
 parked keys whose refresh token nears its expiry, and re-reads the store for
 keys marked for re-authorization.
@@ -45,24 +47,56 @@ class Supervision:
     rotator: Rotator
     load: Callable[[TokenKey], Awaitable[KeyState]]
 
+    def __attrs_post_init__(self) -> None:
+        self.core.alarms.connect(self._ring)
+
     def start(self, state: KeyState) -> None:
         """Start the key's keeper task unless it runs or has nothing to do."""
+        if self._claim(state):
+            self._spawn(state)
+
+    def start_waiting(self, state: KeyState, now: float, trio_now: float) -> None:
+        """Start keeping a key just loaded by a warm-up: its alarm, or a keeper if it is due.
+
+        The keeper's first step done here, with the batch's clock readings
+        (wall and trio time): a key that is not due gets no task at all.
+        """
+        if self._claim(state):
+            wake_at = self.next_wake(state, now)
+            if wake_at is not None and now < wake_at:
+                self.core.alarms.set(state, trio_now + (wake_at - now))
+            else:
+                self._spawn(state)
+
+    def _claim(self, state: KeyState) -> bool:
+        """Claim the key for its keeper, unless it is kept already or has nothing to do."""
         if state.running or self.core.closed or state.dead or not _renewed(state):
-            return
-        # Claimed now, so two callers cannot start two tasks. A fixed name
-        # spares trio formatting one per task.
+            return False
+        # Claimed now, so two callers cannot start two keepers.
         state.running = True
+        return True
+
+    def _ring(self, state: KeyState) -> None:
+        """The key's alarm rang (it is due, or was woken): its keeper runs again."""
+        if self.core.closed:
+            state.running = False
+        else:
+            self._spawn(state)
+
+    def _spawn(self, state: KeyState) -> None:
+        # A fixed name spares trio formatting one per task.
         self.core.background.start_soon(self._keep, state, name="shoptoken.keeper")
 
     async def _keep(self, state: KeyState) -> None:
-        """Sleep until the key is due, refresh it, repeat; restart after a crash.
+        """Refresh the key if due, else set its alarm and end; restart after a crash.
 
-        One flat frame and no cancel scope (it sleeps on the shared alarm
-        clock, which is also how it is woken to reschedule or to stop): this
-        task exists once per active key. It ends when the key parks, is
+        One flat frame and no cancel scope: between refreshes a key has no
+        task, only an alarm (which also wakes it early, to reschedule or to
+        stop). It ends for good (``running`` cleared) when the key parks, is
         forgotten or needs re-authorization.
         """
         core = self.core
+        waiting = False
         try:
             while True:
                 try:
@@ -78,8 +112,10 @@ class Supervision:
                     if wake_at is None:
                         return  # parked
                     if now < wake_at:
-                        await core.alarms.sleep_until(state, trio.current_time() + (wake_at - now))
-                        continue  # re-read everything: woken early, or the wall clock moved
+                        # The alarm starts the next keeper: woken early, or at its time.
+                        core.alarms.set(state, trio.current_time() + (wake_at - now))
+                        waiting = True
+                        return
                     try:
                         await self.rotator.refresh(
                             state, reason="retry" if state.failures else "scheduled"
@@ -101,7 +137,8 @@ class Supervision:
                     )
                     await trio.sleep(delay)
         finally:
-            state.running = False
+            if not waiting:
+                state.running = False
 
     def next_wake(self, state: KeyState, now: float) -> float | None:
         """When the keeper next acts (wall time); None once the key has parked."""

@@ -13,17 +13,20 @@ flight finish and its pair be saved (``--shutdown-grace``), then it exits 0.
 from __future__ import annotations
 
 import signal
-from contextlib import nullcontext
+import sys
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Final
 
 import attrs
 import click
 import trio
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .._core._manager import open_token_manager
 from .._errors import NoToken, ReauthorizationRequired, ShopTokenError
 from .._keys import TokenKind
 from .._log import get_logger
+from ._display import console
 from ._errors import run_trio
 from ._logging import LEVELS, configure_json
 from ._metrics import Exporter
@@ -40,9 +43,14 @@ from ._options import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from rich.progress import TaskID
+
     from .._core._manager import TokenManager
     from .._core._policy import RefreshPolicy
     from .._core._statistics import TokenManagerStatistics
+    from .._events import EventHook, TokenEvent
     from .._keys import TokenKey
     from .._oauth._admin import ShopifyOAuth
     from .._persistence import TokenCallback
@@ -77,6 +85,39 @@ class Scan:
 
 
 @attrs.define(eq=False)
+class WarmUpBar:
+    """The start's progress bar (on stderr, on a terminal only), fed by warm-up events."""
+
+    _progress: Progress | None = None
+    _task: TaskID | None = None
+
+    def __call__(self, event: TokenEvent) -> None:
+        """An `EventHook`: move the bar on each ``WARM_UP_PROGRESS`` event."""
+        figures = event.progress
+        if figures is not None and self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=figures.keys)
+
+    @contextmanager
+    def showing(self, total: int) -> Iterator[Progress]:
+        """Show the bar for ``total`` keys while the block runs."""
+        progress = Progress(
+            TextColumn("Loading keys"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console(stderr=True),
+            transient=True,
+            disable=not sys.stderr.isatty(),
+        )
+        with progress:
+            self._progress, self._task = progress, progress.add_task("warm-up", total=total)
+            try:
+                yield progress
+            finally:
+                self._progress = self._task = None
+
+
+@attrs.define(eq=False)
 class Daemon:
     """The keep-alive loop over one store, with the manager restarted when needed."""
 
@@ -88,6 +129,7 @@ class Daemon:
     statistics: TokenManagerStatistics | None = None
     _stuck: dict[TokenKey, object] = attrs.field(factory=dict)
     _reported: set[TokenKey] = attrs.field(factory=set)
+    _bar: WarmUpBar = attrs.field(factory=WarmUpBar)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run managers until cancelled; ``started`` after the first scan."""
@@ -99,7 +141,9 @@ class Daemon:
                 TokenKind.CLIENT_CREDENTIALS: self.oauth,
             }
             manager: TokenManager | None = None
-            hooks = [] if self.metrics is None else [self.metrics]
+            hooks: list[EventHook] = [self._bar]
+            if self.metrics is not None:
+                hooks.append(self.metrics)
             try:
                 async with open_token_manager(
                     refreshers, self.store, policy=self.policy, hooks=hooks
@@ -119,7 +163,7 @@ class Daemon:
         """Scan every ``rescan`` seconds; return when the manager must be restarted."""
         while True:
             try:
-                scan = await self._scan(tokens)
+                scan = await self._scan(tokens, first=task_status is not None)
                 restart = await self._reauthorized_elsewhere(scan.reauthorize)
             except ShopTokenError as exc:
                 if task_status is not None:
@@ -143,7 +187,7 @@ class Daemon:
                     return
             await trio.sleep(self.rescan)
 
-    async def _scan(self, tokens: TokenManager) -> Scan:
+    async def _scan(self, tokens: TokenManager, *, first: bool) -> Scan:
         list_keys = getattr(self.store, "list_keys", None)
         if list_keys is None:
             msg = "this store cannot list its keys, which `shoptoken run` needs"
@@ -152,6 +196,13 @@ class Daemon:
         # ShopTokenError, not an exception group.
         keys = [key async for key in list_keys()]
         scan = Scan(keys=len(keys))
+        # Loaded in batches first (one store call each); the pass below then
+        # finds them in memory and only sorts them.
+        kept = [key for key in keys if key.kind is not TokenKind.CUSTOMER]
+        with self._bar.showing(len(kept)) if first else nullcontext():
+            figures = await tokens.warm_up(kept)
+        if first:
+            log.info("shoptoken.cli.warm_up.finished", **attrs.asdict(figures))
         limiter = trio.CapacityLimiter(_SCAN_CONCURRENCY)
         async with trio.open_nursery() as nursery:
             for key in keys:

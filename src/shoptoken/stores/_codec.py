@@ -16,7 +16,7 @@ from .._keys import TokenKey, TokenKind
 from .._token import Token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 
 #: The columns written for each key, in order (generation and updated_at are
 #: maintained by the stores' SQL).
@@ -52,6 +52,8 @@ OBTAINED_AT: Final = "obtained_at"
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Keys per query when listing (keyset pagination: ``key > after ... LIMIT``).
 LIST_BATCH: Final = 500
+#: Keys per query when loading many (``IN (...)``: under SQLite's oldest limit of 999).
+LOAD_BATCH: Final = 500
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 
@@ -122,8 +124,11 @@ def _expect(value: object, kind: type, name: str, *, optional: bool) -> None:
         raise TypeError(msg)
 
 
+_KINDS: Final = frozenset(k.value for k in TokenKind)
+
+
 def _check_kind(kind: object, key: TokenKey) -> None:
-    if kind not in {k.value for k in TokenKind}:
+    if kind not in _KINDS:
         msg = "unknown token kind"
         raise ValueError(msg)
     if kind != key.kind.value:
@@ -178,6 +183,29 @@ def decode(key: TokenKey, row: Sequence[object], when: Callable[[object], dateti
         raise PersistenceError(
             f"stored row for {key} is corrupt ({field}: {exc})", key=key
         ) from None
+
+
+def decode_many(
+    asked: Mapping[str, TokenKey],
+    rows: Iterable[Sequence[object]],
+    when: Callable[[object], datetime],
+) -> dict[TokenKey, Token]:
+    """The tokens of ``rows`` (each a key's text, then the `READ_COLUMNS`).
+
+    Args:
+        asked: The keys asked for, by their text (``str(key)``).
+        rows: The rows found.
+        when: How this store reads a non-NULL datetime.
+
+    Raises:
+        PersistenceError: A row is corrupt (as `decode`).
+    """
+    found: dict[TokenKey, Token] = {}
+    for row in rows:
+        key = asked.get(row[0])  # type: ignore[call-overload]  # the key column is text
+        if key is not None:
+            found[key] = decode(key, row[1:], when)
+    return found
 
 
 def parse_key(text: object) -> TokenKey:

@@ -7,7 +7,7 @@ associated data binds it to its key and field (``str(key)`` and
 or field does not decrypt. Everything else (key, kind, scope, expiries)
 stays clear, so listing and expiry queries work on the inner store.
 
-The optional capabilities (``delete_tokens``, ``list_keys``, ``locked``, and
+The optional capabilities (``delete_tokens``, ``list_keys``, ``load_many``, ``locked``, and
 the SQL stores' ``create_schema``) exist on an `EncryptedStore` exactly when
 the inner store has them: the manager detects capabilities with ``getattr``,
 so a wrapper must not claim a lock its inner store cannot take.
@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(msg) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         SupportsDelete,
         SupportsDeleteShop,
         SupportsListKeys,
+        SupportsLoadMany,
         SupportsLocked,
         TokenCallback,
     )
@@ -57,7 +58,7 @@ _NONCE_BYTES: Final = 12
 _TAG_BYTES: Final = 16
 # Present on an EncryptedStore exactly when its inner store has them.
 _OPTIONAL: Final = frozenset(
-    {"create_schema", "delete_shop", "delete_tokens", "list_keys", "locked"}
+    {"create_schema", "delete_shop", "delete_tokens", "list_keys", "load_many", "locked"}
 )
 
 
@@ -125,6 +126,7 @@ class EncryptedStore:
         async def delete_tokens(self, key: TokenKey) -> None: ...
         async def delete_shop(self, shop: str) -> list[TokenKey]: ...
         def list_keys(self) -> AsyncIterator[TokenKey]: ...
+        async def load_many(self, keys: Sequence[TokenKey]) -> dict[TokenKey, Token]: ...
         def locked(
             self,
             key: TokenKey,
@@ -212,6 +214,10 @@ class EncryptedStore:
 
     def _list_keys(self) -> AsyncIterator[TokenKey]:
         return cast("SupportsListKeys", self._inner).list_keys()
+
+    async def _load_many(self, keys: Sequence[TokenKey]) -> dict[TokenKey, Token]:
+        found = await cast("SupportsLoadMany", self._inner).load_many(keys)
+        return {key: self._open(key, stored) for key, stored in found.items()}
 
     @asynccontextmanager
     async def _locked(

@@ -10,9 +10,10 @@ import trio
 
 from .._errors import LockTimeout
 from .._keys import normalize_shop
+from ._codec import LIST_BATCH
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from .._keys import TokenKey
     from .._token import Token
@@ -46,6 +47,12 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         return self._tokens.get(key)
 
+    async def load_many(self, keys: Sequence[TokenKey]) -> dict[TokenKey, Token]:
+        """Return the stored token of each of ``keys`` that has one."""
+        await trio.lowlevel.checkpoint()
+        tokens = self._tokens
+        return {key: tokens[key] for key in keys if key in tokens}
+
     async def save_tokens(self, key: TokenKey, token: Token) -> None:
         """Store the pair, replacing any previous one."""
         await trio.lowlevel.checkpoint()
@@ -70,9 +77,13 @@ class MemoryStore:
         return deleted
 
     async def list_keys(self) -> AsyncIterator[TokenKey]:
-        """Yield the stored keys (a snapshot taken when iteration starts)."""
-        for key in list(self._tokens):
-            await trio.lowlevel.checkpoint()
+        """Yield the stored keys (a snapshot taken when iteration starts).
+
+        Checkpoints once per `LIST_BATCH` keys, as a SQL store queries once per page.
+        """
+        for i, key in enumerate(list(self._tokens)):
+            if i % LIST_BATCH == 0:
+                await trio.lowlevel.checkpoint()
             yield key
 
     async def create_schema(self) -> None:

@@ -36,7 +36,7 @@ from ._pg_pool import (
 from ._schema import DEFAULT_TABLE, PostgresStatements, postgres_table
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from datetime import datetime
     from types import TracebackType
 
@@ -76,6 +76,12 @@ def _locked_row(key: TokenKey, row: tuple[object, ...] | None) -> tuple[Token | 
 def _fetch_one(conn: psycopg.Connection[Any], *, sql: str, key: str) -> tuple[object, ...] | None:
     row: tuple[object, ...] | None = conn.execute(sql, (key,)).fetchone()
     return row
+
+
+def _fetch_many(
+    conn: psycopg.Connection[Any], *, sql: str, keys: list[str]
+) -> list[tuple[object, ...]]:
+    return conn.execute(sql, (keys,)).fetchall()
 
 
 def _fetch_keys(conn: psycopg.Connection[Any], *, sql: str, after: str) -> list[object]:
@@ -233,6 +239,17 @@ class PostgresStore:
         read = functools.partial(_fetch_one, sql=self._sql.select, key=str(key))
         row = await self._connections.transaction("load", key, read, single_statement=True)
         return None if row is None else _codec.decode(key, row, _codec.aware_utc)
+
+    async def load_many(self, keys: Sequence[TokenKey]) -> dict[TokenKey, Token]:
+        """Return the stored token of each of ``keys`` that has one (one ``= ANY(...)`` query).
+
+        Raises:
+            PersistenceError: The database failed or a row is corrupt.
+        """
+        asked = {str(key): key for key in keys}
+        read = functools.partial(_fetch_many, sql=self._sql.select_many, keys=list(asked))
+        rows = await self._connections.transaction("load", None, read, single_statement=True)
+        return _codec.decode_many(asked, rows, _codec.aware_utc)
 
     async def save_tokens(self, key: TokenKey, token: Token) -> None:
         """Store the whole pair atomically, replacing any previous one (committed on return).

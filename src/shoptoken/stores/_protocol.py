@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .._persistence import SupportsDelete, SupportsListKeys, SupportsLocked, TokenCallback
+from .._persistence import (
+    SupportsDelete,
+    SupportsListKeys,
+    SupportsLoadMany,
+    SupportsLocked,
+    TokenCallback,
+)
 
 
-class Store(TokenCallback, SupportsDelete, SupportsListKeys, SupportsLocked, Protocol):
+class Store(
+    TokenCallback, SupportsDelete, SupportsListKeys, SupportsLoadMany, SupportsLocked, Protocol
+):
     """A `TokenCallback` with every optional capability, a schema and a lifetime.
 
     `MemoryStore`, `SQLiteStore`, `PostgresStore` and an `EncryptedStore`

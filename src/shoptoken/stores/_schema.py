@@ -97,6 +97,9 @@ class SQLiteStatements:
     delete: str
     page: str
     delete_shop: str
+    #: Followed by ``(?, ?, ...)``: the rows of many keys, each with its key first.
+    select_many: str
+    select_many_before_upgrade: str
 
     @classmethod
     def build(cls, table: str) -> SQLiteStatements:
@@ -117,6 +120,10 @@ class SQLiteStatements:
             delete=f"DELETE FROM {name} WHERE key = ?",  # noqa: S608 - quoted identifier
             page=f"SELECT key FROM {name} WHERE key > ? ORDER BY key LIMIT ?",  # noqa: S608 - quoted identifier
             delete_shop=f"DELETE FROM {name} WHERE shop = ? RETURNING key",  # noqa: S608 - quoted identifier
+            select_many=f"SELECT key, {_READ} FROM {name} WHERE key IN ",  # noqa: S608 - quoted identifier
+            select_many_before_upgrade=(
+                f"SELECT key, {_READ_BEFORE_UPGRADE} FROM {name} WHERE key IN "  # noqa: S608 - quoted identifier
+            ),
         )
 
 
@@ -136,6 +143,8 @@ class PostgresStatements:
     delete: str
     page: str
     delete_shop: str
+    #: The rows of many keys (an array parameter), each with its key first.
+    select_many: str
 
     @classmethod
     def build(cls, table: str, schema: str | None) -> PostgresStatements:
@@ -173,4 +182,5 @@ class PostgresStatements:
             delete=f"DELETE FROM {name} WHERE key = %s",  # noqa: S608 - quoted identifier
             page=f"SELECT key FROM {name} WHERE key > %s ORDER BY key LIMIT %s",  # noqa: S608 - quoted identifier
             delete_shop=f"DELETE FROM {name} WHERE shop = %s RETURNING key",  # noqa: S608 - quoted identifier
+            select_many=f"SELECT key, {_READ} FROM {name} WHERE key = ANY(%s)",  # noqa: S608 - quoted identifier
         )

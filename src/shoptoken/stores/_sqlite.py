@@ -27,7 +27,7 @@ from ._schema import DEFAULT_TABLE, SQLiteStatements, sqlite_table
 from ._sqlite_pool import BUSY, Busy, SQLitePool, finish, in_transaction, is_busy
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from types import TracebackType
 
     from .._keys import TokenKey
@@ -77,6 +77,16 @@ def _begin_and_read(
 def _fetch_one(conn: sqlite3.Connection, *, sql: str, key: str) -> tuple[object, ...] | None:
     row: tuple[object, ...] | None = conn.execute(sql, (key,)).fetchone()
     return row
+
+
+def _fetch_many(
+    conn: sqlite3.Connection, *, sql: str, keys: Sequence[str]
+) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    for i in range(0, len(keys), _codec.LOAD_BATCH):
+        chunk = keys[i : i + _codec.LOAD_BATCH]
+        rows += conn.execute(f"{sql}({', '.join('?' * len(chunk))})", chunk).fetchall()
+    return rows
 
 
 def _fetch_keys(conn: sqlite3.Connection, *, sql: str, after: str) -> list[object]:
@@ -206,6 +216,27 @@ class SQLiteStore:
         read = functools.partial(_fetch_one, sql=select, key=str(key))
         row = await self._run("load", key, read)
         return None if row is None else _codec.decode(key, row, _codec.from_micros)
+
+    async def load_many(self, keys: Sequence[TokenKey]) -> dict[TokenKey, Token]:
+        """Return the stored token of each of ``keys`` that has one (a query per 500 keys).
+
+        Raises:
+            PersistenceError: The database failed or a row is corrupt.
+        """
+        table = await self._table_state() if keys else _Table.MISSING
+        if table is _Table.MISSING:
+            await trio.lowlevel.checkpoint()
+            return {}
+        asked = {str(key): key for key in keys}
+        # As load_tokens: a table not yet upgraded reads without obtained_at.
+        select = (
+            self._sql.select_many
+            if table is _Table.CURRENT
+            else self._sql.select_many_before_upgrade
+        )
+        read = functools.partial(_fetch_many, sql=select, keys=list(asked))
+        rows = await self._run("load", None, read)
+        return _codec.decode_many(asked, rows, _codec.from_micros)
 
     async def save_tokens(self, key: TokenKey, token: Token) -> None:
         """Store the whole pair atomically, replacing any previous one (durable on return).
