@@ -71,7 +71,10 @@ async def _fleet(endpoint: FakeShopify, clock: Clock, store: MemoryStore | Plain
     for key in FRESH:
         await store.save_tokens(key, endpoint.install(key.shop))
     stale = endpoint.install(STALE.shop)
-    await store.save_tokens(STALE, attrs.evolve(stale, expires_at=at(clock, 100)))
+    # Obtained an hour before its expiry, as Shopify's are (past mid-life: stale).
+    await store.save_tokens(
+        STALE, attrs.evolve(stale, expires_at=at(clock, 100), obtained_at=at(clock, -3500))
+    )
     expired = endpoint.install(EXPIRED.shop)
     await store.save_tokens(EXPIRED, attrs.evolve(expired, expires_at=at(clock, -10)))
     dead = endpoint.install(DEAD.shop)
