@@ -335,3 +335,20 @@ async def test_a_failed_listing_is_a_persistence_error(
     async with manager(endpoint, clock, store) as tokens:
         with pytest.raises(PersistenceError, match="list_keys failed: OSError: cursor lost"):
             await tokens.warm_up()
+
+
+async def test_a_client_credentials_key_with_nothing_stored_is_missing_and_mints_on_use(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Warm-up counts it missing and leaves it vacant; its first use mints (no NoToken)."""
+    store = CountingStore()
+    minted = TokenKey.client_credentials("back-office")
+    async with manager(endpoint, clock, store) as tokens:
+        for _ in range(2):  # the second warm-up finds the key vacant in memory
+            figures = await tokens.warm_up([minted])
+            assert (figures.loaded, figures.missing) == (0, 1)
+        assert endpoint.mints == {}
+        token = await tokens.valid_token(minted)
+        assert endpoint.mints == {minted.shop: 1}
+        assert await store.load_tokens(minted) == token
+    assert store.bulk_calls == 1  # the second warm-up did not load it again

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from shoptoken import (
+    MemoryStore,
     NoToken,
     PersistenceError,
     ReauthorizationRequired,
@@ -279,3 +280,22 @@ def test_webhooks_end_a_shops_tokens_from_both_apis() -> None:
         assert service.forget_shop(OTHER.shop) == [OTHER]
         assert asyncio.run(service.aio.forget_shop(OTHER.shop)) == []
         assert stored(h.store, OTHER) is None
+
+
+def test_warm_up_from_both_apis_publishes_the_fleet() -> None:
+    """warm_up loads stored keys at start; their fresh tokens are then read without a hop."""
+    store = MemoryStore()
+    fake_keys = [TokenKey.offline(f"fleet-{i}") for i in range(5)]
+    freezer = Freezer()
+    with running(store, hooks=(freezer.hook,)) as h:
+        for key in fake_keys:
+            trio.run(store.save_tokens, key, h.fake.install(key.shop))
+        figures = h.service.warm_up(fake_keys[:3], batch_size=2)
+        assert (figures.loaded, figures.missing, figures.keys) == (3, 0, 3)
+        aio_figures = asyncio.run(h.service.aio.warm_up(fake_keys[3:]))
+        assert aio_figures.loaded == 2
+        with freezer.frozen(h):  # no hop: every warmed key is in the published view
+            assert [h.service.valid_token(key).access_token for key in fake_keys] == [
+                stored(store, key).access_token  # type: ignore[union-attr]
+                for key in fake_keys
+            ]

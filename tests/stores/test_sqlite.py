@@ -208,3 +208,15 @@ async def test_the_first_write_upgrades_a_table_of_an_earlier_version(tmp_path: 
     async with SQLiteStore(path) as store, store.locked(KEY, timeout=1.0) as handle:
         assert handle.token == TOKEN
     assert "obtained_at" in {row[1] for row in _rows(path, "PRAGMA table_info(shoptoken_tokens)")}
+
+
+async def test_bulk_reads_of_a_table_of_an_earlier_version_never_upgrade_it(
+    tmp_path: Path,
+) -> None:
+    """load_many on a table without obtained_at reads as load_tokens does, and writes nothing."""
+    path = tmp_path / "tokens.db"
+    _table_of_an_earlier_version(path)
+    before = path.read_bytes()
+    async with SQLiteStore(path) as store:
+        assert await store.load_many([KEY, OTHER]) == {KEY: TOKEN}
+    assert path.read_bytes() == before

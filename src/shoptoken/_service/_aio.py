@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from .._core._loading import WARM_UP_BATCH
 from .._errors import ServiceTimeout
 from .._webhook_handling import handle_webhook
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
     import outcome
 
+    from .._core._loading import WarmUpFigures
     from .._core._manager import TokenManager
     from .._core._statistics import TokenManagerStatistics
     from .._keys import TokenKey
@@ -83,6 +85,13 @@ class AsyncTokenService:
         """Do what ``webhook`` asks of the tokens (see `TokenService.handle_webhook`)."""
         return await self._call(handle_webhook, self._thread.manager(), webhook)  # type: ignore[no-any-return]
 
+    async def warm_up(
+        self, keys: Iterable[TokenKey] | None = None, *, batch_size: int = WARM_UP_BATCH
+    ) -> WarmUpFigures:
+        """Load ``keys`` and keep them fresh (see `TokenService.warm_up`)."""
+        manager = self._thread.manager()
+        return await self._call(warm_up_with, manager, keys, batch_size)  # type: ignore[no-any-return]
+
     async def statistics(self) -> TokenManagerStatistics:
         """Return the manager's statistics snapshot (see `TokenService.statistics`)."""
         return await self._call(statistics_of, self._thread.manager())  # type: ignore[no-any-return]
@@ -123,3 +132,10 @@ async def refresh_with(manager: TokenManager, key: TokenKey, rejected: Token | N
 async def statistics_of(manager: TokenManager) -> TokenManagerStatistics:
     """``manager.statistics()``: a call the service's thread runs."""
     return manager.statistics()
+
+
+async def warm_up_with(
+    manager: TokenManager, keys: Iterable[TokenKey] | None, batch_size: int
+) -> WarmUpFigures:
+    """``manager.warm_up(keys, batch_size=...)``: the keyword crosses as a positional."""
+    return await manager.warm_up(keys, batch_size=batch_size)

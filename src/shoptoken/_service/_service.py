@@ -15,12 +15,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, Self
 
 from .._auth import ServiceAuth
+from .._core._loading import WARM_UP_BATCH
 from .._core._manager import open_token_manager
 from .._core._policy import RefreshPolicy
 from .._core._refresher import as_refresher
 from .._persistence import TokenCallback
 from .._webhook_handling import handle_webhook
-from ._aio import AsyncTokenService, refresh_with, statistics_of
+from ._aio import AsyncTokenService, refresh_with, statistics_of, warm_up_with
 from ._thread import ServiceThread
 
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
+    from .._core._loading import WarmUpFigures
     from .._core._manager import TokenManager
     from .._core._refresher import Refresher
     from .._core._statistics import TokenManagerStatistics
@@ -317,6 +319,30 @@ class TokenService:
         """
         thread = self._thread
         return thread.call(handle_webhook, thread.manager(), webhook, timeout=timeout)  # type: ignore[no-any-return]
+
+    def warm_up(
+        self,
+        keys: Iterable[TokenKey] | None = None,
+        *,
+        batch_size: int = WARM_UP_BATCH,
+        timeout: float | None = None,
+    ) -> WarmUpFigures:
+        """Load ``keys`` (every stored key if None) and keep them fresh (`TokenManager.warm_up`).
+
+        For an app's start (FastAPI's lifespan, Django's ``AppConfig.ready``):
+        the keys' fresh tokens are then read from the published view, with no
+        hop. A large fleet needs a ``timeout`` above the service's default.
+
+        Raises:
+            PersistenceError: The store is down (listing, or every load of a batch, failed).
+            ServiceTimeout: No answer within ``timeout``; the warm-up goes on.
+            TypeError: ``keys`` is None and the store cannot list its keys.
+            ValueError: ``batch_size`` is less than 1.
+            RuntimeError: The service is not running.
+        """
+        thread = self._thread
+        manager = thread.manager()
+        return thread.call(warm_up_with, manager, keys, batch_size, timeout=timeout)  # type: ignore[no-any-return]
 
     def statistics(self, *, timeout: float | None = None) -> TokenManagerStatistics:
         """Return the manager's frozen statistics snapshot (read in its thread).
