@@ -156,7 +156,15 @@ def test_missing_header_rejected(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["yesterday", "2027-01-15T08:00:00", "1800000000"], ids=["words", "naive", "epoch"]
+    "value",
+    [
+        "yesterday",
+        "2027-01-15T08:00:00",
+        "1800000000",
+        "0001-01-01T00:00:00+05:00",
+        "9999-12-31T23:59:59-05:00",
+    ],
+    ids=["words", "naive", "epoch", "before-year-1-in-utc", "after-year-9999-in-utc"],
 )
 def test_malformed_trigger_time_rejected(value: str) -> None:
     """A trigger time that is no zoned ISO 8601 time is rejected."""
@@ -336,7 +344,17 @@ def test_customer_keys_map_both_forms(customer: dict[str, Any], subject: str) ->
 
 
 @pytest.mark.parametrize(
-    "payload", [[], {}, {"customer": None}, {"customer": {"id": True}}, {"customer": {"id": "x1"}}]
+    "payload",
+    [
+        [],
+        {},
+        {"customer": None},
+        {"customer": {"id": True}},
+        {"customer": {"id": "x1"}},
+        {"customer": {"id": "\u00b2"}},  # a digit to str.isdigit, not to int()
+        {"customer": {"id": "1" * 5000}},  # beyond int()'s digit limit
+        {"customer": {"id": -7}},
+    ],
 )
 def test_customer_keys_need_a_numeric_id(payload: Any) -> None:
     """A payload without a numeric customer.id is an InvalidWebhook."""

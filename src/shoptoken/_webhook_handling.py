@@ -16,6 +16,7 @@ numeric id Shopify's payload carries (``"207119551"``) or its GraphQL id
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
@@ -39,6 +40,7 @@ SHOP_REDACT: Final = "shop/redact"
 CUSTOMERS_REDACT: Final = "customers/redact"
 CUSTOMERS_DATA_REQUEST: Final = "customers/data_request"
 _CUSTOMER_GID: Final = "gid://shopify/Customer/"
+_CUSTOMER_ID: Final = re.compile(r"[0-9]{1,20}")
 
 
 def customer_keys(webhook: Webhook) -> list[TokenKey]:
@@ -50,10 +52,15 @@ def customer_keys(webhook: Webhook) -> list[TokenKey]:
     payload = webhook.payload
     customer = payload.get("customer") if isinstance(payload, dict) else None
     raw = customer.get("id") if isinstance(customer, dict) else None
-    if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raw = None
+    # ASCII digits, at most 20 (a 64-bit id): "²" is a digit to str.isdigit,
+    # and int() of thousands of digits raises by itself.
+    digits = None if raw is None else _CUSTOMER_ID.fullmatch(str(raw))
+    if digits is None:
         msg = f"{webhook.topic} webhook rejected: the payload has no numeric customer.id"
         raise InvalidWebhook(msg)
-    number = str(int(raw))
+    number = str(int(digits[0]))
     return [
         TokenKey.customer(webhook.shop, number),
         TokenKey.customer(webhook.shop, _CUSTOMER_GID + number),

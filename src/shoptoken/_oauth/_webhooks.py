@@ -142,7 +142,10 @@ def _triggered_at(text: str) -> datetime:
         raise _reject(f"malformed {TRIGGERED_AT_HEADER} (not an ISO 8601 time)") from None
     if when.tzinfo is None:
         raise _reject(f"malformed {TRIGGERED_AT_HEADER} (no time zone)")
-    return when.astimezone(UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise _reject(f"malformed {TRIGGERED_AT_HEADER} (out of range)") from None
 
 
 def verify_webhook_request(
