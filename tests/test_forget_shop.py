@@ -216,3 +216,91 @@ async def test_forget_shop_rejects_a_bad_domain(
     async with manager(endpoint, clock) as tokens:
         with pytest.raises(ValueError, match="invalid shop domain"):
             await tokens.forget_shop("evil.com")
+
+
+# -- found by review: a forget racing a first mint, another process's save, a save ----------
+
+CLIENT_CREDENTIALS = TokenKey.client_credentials("my-store")
+
+
+async def test_a_mintable_key_first_used_during_forget_shop_is_not_minted(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A first valid_token of a client-credentials key while its shop is forgotten: NoToken.
+
+    No grant for a shop being uninstalled, nothing saved, nothing kept in memory.
+    """
+    store = SlowDeleteStore()
+    async with manager(endpoint, clock, store) as tokens, trio.open_nursery() as nursery:
+        nursery.start_soon(tokens.forget_shop, SHOP)
+        await trio.sleep(1)  # the delete is under way
+        with pytest.raises(NoToken):
+            await tokens.valid_token(CLIENT_CREDENTIALS)
+        await trio.sleep(10)  # the forget has returned
+        assert endpoint.mints == {}
+        assert await store.load_tokens(CLIENT_CREDENTIALS) is None
+        assert tokens.statistics().keys_known == 0
+
+
+async def test_a_pending_save_in_another_process_does_not_bring_a_forgotten_shop_back(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A worker's rotated pair waits for its save when the web process forgets the shop.
+
+    The worker's retry re-reads under the store's lock, finds the row gone, and
+    drops the key instead of writing the uninstalled shop's pair back.
+    """
+    store = FlakyStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as worker, manager(endpoint, clock, store) as web:
+        await worker.valid_token(KEY)
+        store.fail_saves = 1
+        await worker.refresh_token(KEY)
+        assert worker.statistics().saves_pending == 1
+        assert await web.forget_shop(SHOP) == [KEY]
+        await trio.sleep(600)  # the worker's save retries ran
+        assert await store.load_tokens(KEY) is None
+        assert worker.statistics().saves_pending == 0
+        with pytest.raises(NoToken):
+            await worker.valid_token(KEY)
+
+
+@attrs.define(eq=False)
+class SlowSavePlainStore(MemoryStore):
+    """A store without a cross-process lock (a plain save) whose saves take 5 s."""
+
+    locked = None  # type: ignore[assignment]  # the plain save path: no store lock
+
+    async def save_tokens(self, key: TokenKey, token: Token) -> None:
+        """Wait, then save."""
+        await trio.sleep(5)
+        await super().save_tokens(key, token)
+
+
+async def test_a_refresh_saving_when_the_shop_is_forgotten_hands_out_nothing(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Shopify answered and the new pair is being saved when forget_shop drops the key.
+
+    Its caller gets NoToken, not the pair, and the store ends with nothing.
+    """
+    store = SlowSavePlainStore()
+    await installed(endpoint, store)
+    got: list[object] = []
+    async with manager(endpoint, clock, store) as tokens, trio.open_nursery() as nursery:
+        await tokens.valid_token(KEY)
+
+        async def refresh() -> None:
+            try:
+                got.append(await tokens.refresh_token(KEY))
+            except NoToken as exc:
+                got.append(exc)
+
+        nursery.start_soon(refresh)
+        await trio.sleep(1)  # Shopify answered; the pair is being saved (until 5 s)
+        assert endpoint.statistics(SHOP).refreshes == 1
+        assert await tokens.forget_shop(SHOP) == [KEY]
+        await trio.sleep(10)
+    assert await store.load_tokens(KEY) is None
+    assert len(got) == 1
+    assert isinstance(got[0], NoToken)

@@ -110,6 +110,8 @@ class Core:
             # This node's own delay: nodes sharing a store do not all wake at once.
             stale_at += min(self.rng.random() * spread, (hard_at - stale_at) / 2)
         state.install(token, stale_at, hard_at, dead_at)
+        if state.unsaved is not token:
+            state.stored = True  # loaded, saved, or adopted from the store
         self.alarms.wake(state)
 
     def judge(self, key: TokenKey, token: Token, *, suspect: bool = False) -> Action:

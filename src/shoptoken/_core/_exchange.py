@@ -68,12 +68,14 @@ class Exchange:
         core = self.core
         key = state.key
         async with core.limiter, state.locked():
-            if not core.is_current(state):
+            if not core.is_current(state) or core.being_forgotten(key):
                 raise NoToken(f"{key} was forgotten", key=key)
             if state.dead or not state.vacant:
                 core.raise_if_dead(state)
             if state.unsaved is not None:
                 await self.saves.save_pending(state)
+                if not core.is_current(state):
+                    raise NoToken(f"{key} is no longer stored (deleted elsewhere)", key=key)
             if core.store.locked is None:
                 stored = await self._reread(state, reason)
                 outcome = await self._rotate_or_adopt(
@@ -86,6 +88,10 @@ class Exchange:
                 )
             else:
                 outcome = await self._under_store_lock(state, reason, replacing, draining=draining)
+            if not core.is_current(state):
+                # Forgotten (uninstalled) while its pair was saved: nobody gets
+                # it (the forget deletes it again once this refresh has ended).
+                raise NoToken(f"{key} was forgotten during its refresh", key=key)
             return self._land(state, outcome, reason) if isinstance(outcome, _Rotated) else outcome
 
     async def _under_store_lock(
@@ -170,11 +176,12 @@ class Exchange:
         """Re-take the decision on the re-read token: adopt it, or rotate it and save."""
         core = self.core
         key = state.key
-        if state.unsaved is not None:
+        if state.unsaved is not None and not (stored is None and state.stored):
             base = state.unsaved  # memory is newer than the store until the save lands
         elif stored is None and state.vacant:
             return await self._rotate(state, None, reason, save)  # a mintable key's first token
         elif stored is None:
+            state.unsaved = None  # its row was deleted elsewhere: the pair must not come back
             core.drop(state)
             raise NoToken(f"{key} is no longer stored (deleted elsewhere)", key=key)
         else:

@@ -157,7 +157,13 @@ class Loader:
     def _missing(self, state: KeyState) -> NoToken | None:
         """Settle a key with nothing stored: vacant if mintable (no error), else `NoToken`."""
         key = state.key
-        if key.mintable and state.token is None and self.core.is_current(state):
+        core = self.core
+        if (
+            key.mintable
+            and state.token is None
+            and core.is_current(state)
+            and not core.being_forgotten(key)
+        ):
             state.vacate()  # its first use mints
             self.settle(state, None, None)
             return None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from .._errors import NoToken, PersistenceError
 from .._events import EventKind, describe
 from ._store import secrets_of
 
@@ -54,7 +55,21 @@ class PendingSaves:
         token = state.unsaved
         assert token is not None  # noqa: S101 - only called with a pending pair
         try:
+            deleted = await self._deleted_elsewhere(state)
+        except PersistenceError:
+            return False  # a failed load (counted as one): retried later
+        if deleted:
+            state.unsaved = None
+            core.drop(state)
+            return True
+        try:
             newer = await self._save_unless_superseded(state, token)
+        except NoToken:
+            # Deleted elsewhere (an uninstall handled by another process): the
+            # pair must not bring the key back, nor be served.
+            state.unsaved = None
+            core.drop(state)
+            return True
         except Exception as exc:  # noqa: BLE001 - reported, retried later
             core.counters.saves_failed += 1
             core.emit(EventKind.PERSISTENCE_FAILED, state, error=describe(exc, secrets_of(token)))
@@ -73,18 +88,31 @@ class PendingSaves:
         core.emit(EventKind.PERSISTENCE_RECOVERED, state)
         return True
 
+    async def _deleted_elsewhere(self, state: KeyState) -> bool:
+        """Whether a store without a lock lost the key's row (another process deleted it).
+
+        A read before the save narrows (cannot close) the window in which
+        another process's delete is undone; a locking store re-reads under
+        its lock instead (`_save_unless_superseded`).
+        """
+        store = self.core.store
+        return store.locked is None and state.stored and await store.load(state.key) is None
+
     async def _save_unless_superseded(self, state: KeyState, token: Token) -> Token | None:
         """Save ``token``; the stored pair instead when it is newer than ours."""
         store = self.core.store
+        key = state.key
         locked = store.locked
         if locked is None:
-            await store.save(state.key, token)
+            await store.save(key, token)
             return None
-        async with locked(state.key, timeout=self.core.policy.lock_timeout) as handle:
+        async with locked(key, timeout=self.core.policy.lock_timeout) as handle:
             stored = handle.token
+            if stored is None and state.stored:
+                raise NoToken(f"{key} is no longer stored (deleted elsewhere)", key=key)
             if stored is not None and _newer(stored, token):
                 return stored
-            await store.run_save(state.key, token, handle.save)
+            await store.run_save(key, token, handle.save)
         return None
 
     async def _retry(self, state: KeyState) -> None:

@@ -102,6 +102,9 @@ class KeyState:
     used: float = 0.0
     #: A rotated pair held in memory until its save lands.
     unsaved: Token | None = None
+    #: The store held (or holds) a row for the key: it was loaded or saved. A
+    #: re-read that then finds nothing means another process deleted it.
+    stored: bool = False
     saving: bool = False
     #: Whether the key is kept: its keeper task runs, or its alarm is set.
     running: bool = False
