@@ -909,3 +909,43 @@ async def test_a_pair_still_unsaved_at_exit_is_reported(
         assert tokens.statistics().saves_pending == 1
     last = events[-1]
     assert (last.kind, last.reason) == (EventKind.PERSISTENCE_FAILED, "cut at shutdown_grace")
+
+
+@pytest.mark.parametrize("status", [429, 504], ids=["not-rotated", "outcome-unknown"])
+async def test_a_failed_keepalive_is_tried_again(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock, status: int
+) -> None:
+    """A parked key's keep-alive that fails is retried (re-parked, or kept until it lands)."""
+    events: list[TokenEvent] = []
+    async with manager(
+        endpoint,
+        clock,
+        events=events,
+        idle_after=60,
+        sweep_interval=30,
+        keepalive_before=100 * 86400,  # a parked key is due its keep-alive at once
+    ) as tokens:
+        await tokens.put_token(KEY, endpoint.install(SHOP))
+        await trio.sleep(75)  # parked at 60
+        assert tokens.statistics().keys_parked == 1
+        endpoint.fail_next(status)  # the sweep at 90: its keep-alive is refused
+        await trio.sleep(20)
+        assert [e for e in events if e.kind is EventKind.REFRESH_FAILED]
+        await trio.sleep(600)
+        assert endpoint.statistics(SHOP).refreshes >= 1
+        stats = tokens.statistics()
+        assert (stats.keys_parked, stats.keys_reauthorization_required) == (1, 0)
+
+
+async def test_one_refused_keepalive_does_not_let_a_refresh_token_die(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An idle shop whose day-83 keep-alive meets one 429 is still served at day 91."""
+    async with manager(endpoint, clock, idle_after=60) as tokens:
+        await tokens.put_token(KEY, endpoint.install(SHOP))
+        await trio.sleep(83 * 86400 - 1800)  # parked long ago; its keep-alive is due next sweep
+        assert tokens.statistics().keys_parked == 1
+        endpoint.fail_next(429)
+        await trio.sleep(8 * 86400)  # day 91: the first refresh token has expired
+        token = await tokens.valid_token(KEY)
+        assert endpoint.is_valid(SHOP, token.access_token)

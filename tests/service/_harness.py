@@ -87,6 +87,7 @@ def running(
     *,
     latency: float = 0.0,
     hooks: tuple[Callable[[TokenEvent], None], ...] = (),
+    timeout: float = 20.0,
     **policy: Any,
 ) -> Iterator[Harness]:
     """A started service with ``KEY`` installed (through ``put_token``), closed on exit."""
@@ -101,7 +102,7 @@ def running(
         clock=clock,
         hooks=[*hooks, events.append],
         rng=random.Random(7),
-        timeout=20.0,
+        timeout=timeout,
     )
     with service:
         token = fake.install(KEY.shop)

@@ -299,3 +299,32 @@ def test_warm_up_from_both_apis_publishes_the_fleet() -> None:
                 stored(store, key).access_token  # type: ignore[union-attr]
                 for key in fake_keys
             ]
+
+
+class _SlowStore:
+    """A plain store whose every load takes 50 ms (the warm-up loads key by key)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+
+    async def load_tokens(self, key: TokenKey) -> Token | None:
+        """Wait, then load."""
+        await trio.sleep(0.05)
+        return await self.inner.load_tokens(key)
+
+    async def save_tokens(self, key: TokenKey, token: Token) -> None:
+        """Save at once."""
+        await self.inner.save_tokens(key, token)
+
+
+def test_a_warm_up_waits_until_done_beyond_the_services_timeout() -> None:
+    """warm_up is not bounded by the service's timeout unless told: a start hook waits it out."""
+    store = _SlowStore()
+    fleet = [TokenKey.offline(f"fleet-{i}") for i in range(12)]
+    with running(store, timeout=0.2) as h:  # 12 loads of 50 ms: longer than 0.2 s
+        for key in fleet:
+            trio.run(store.inner.save_tokens, key, h.fake.install(key.shop))
+        assert h.service.warm_up(fleet, batch_size=5).loaded == 12
+        assert asyncio.run(h.service.aio.warm_up(fleet)).loaded == 12  # in memory: counted
+        with pytest.raises(ServiceTimeout):  # a caller that stops waiting
+            h.service.warm_up([TokenKey.offline(f"more-{i}") for i in range(12)], timeout=0.1)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
 import threading
+from collections.abc import Callable
 
 import pytest
+import trio
+import trio.testing
 
-from shoptoken import Token
+from shoptoken import EventKind, MemoryStore, Token, TokenEvent, open_token_manager
 from shoptoken._core._state import KeyState
 from shoptoken._service._published import Published
+from shoptoken.testing import FakeShopify
 
-from .._managers import KEY
-from ._harness import running, wait_until
+from .._managers import KEY, installed
+from ._harness import Freezer, running, wait_until
 
 
 def _token(name: str) -> Token:
@@ -90,3 +96,54 @@ def test_reads_of_the_view_keep_a_key_from_parking(reads: bool) -> None:
         assert KEY not in view  # withdrawn as it parked
         assert service.valid_token(KEY) == h.token  # loaded again
         assert KEY in view
+
+
+async def test_published_reads_keep_counting_as_use_across_rotations(
+    autojump_clock: trio.testing.MockClock, clock: Callable[[], float], endpoint: FakeShopify
+) -> None:
+    """A key read every minute from the view only never parks, however many rotations.
+
+    Each rotation withdraws the entry before its request; the reads made on it
+    stay counted as the key's use.
+    """
+    store = MemoryStore()
+    await installed(endpoint, store)
+    view = Published()
+    events: list[TokenEvent] = []
+    async with (
+        endpoint.oauth(clock=clock) as oauth,
+        open_token_manager(
+            oauth,
+            store,
+            clock=clock,
+            rng=random.Random(7),
+            observer=view,
+            hooks=[events.append],
+        ) as tokens,
+    ):
+        await tokens.valid_token(KEY)  # the one hop: the key's first use
+        for _ in range(30 * 60):  # 30 hours (the idle window is 24), a read each minute
+            await trio.sleep(60)
+            entry = view.entries.get(KEY)
+            if entry is not None and clock() < entry.fresh_until:
+                entry.read_at = clock()  # what TokenService.valid_token does on a hit
+            else:
+                await tokens.valid_token(KEY)  # a miss crosses to the trio thread
+    assert endpoint.refreshes[KEY.shop] >= 30
+    assert [e for e in events if e.kind is EventKind.KEY_PARKED] == []
+
+
+def test_a_service_closed_with_a_short_timeout_serves_nothing_more() -> None:
+    """close(timeout=...) may return before the thread ends: the view is closed at once."""
+    freezer = Freezer()
+    with running(hooks=(freezer.hook,)) as h, freezer.frozen(h):
+        assert h.service.valid_token(KEY) == h.token  # published
+        h.service.close(timeout=0.2)  # the thread is busy: close returns at its timeout
+        with pytest.raises(RuntimeError):
+            h.service.valid_token(KEY)
+
+        async def read() -> Token:
+            return await h.service.aio.valid_token(KEY)
+
+        with pytest.raises(RuntimeError):
+            asyncio.run(read())

@@ -183,7 +183,8 @@ class Supervision:
                     try:
                         await self._keepalive(key)
                     except ShopTokenError as exc:
-                        # Stays parked; the next pass tries again.
+                        # Parked again (the next pass tries again), or kept by a
+                        # keeper until it lands (_keepalive).
                         core.emitter.emit(
                             TokenEvent(
                                 EventKind.REFRESH_FAILED,
@@ -210,9 +211,14 @@ class Supervision:
         # A thread-backed load can finish after the manager began closing.
         if core.closed or state.dead or state.token is None:
             return
-        await self.rotator.refresh(state, reason="keepalive", replacing=state.token)
-        if not state.running:
-            self.park(state)
+        try:
+            await self.rotator.refresh(state, reason="keepalive", replacing=state.token)
+        finally:
+            # Loaded, the key is no longer among the parked ones: a failed
+            # keep-alive (a 429, an unknown outcome, a failed save) goes to a
+            # keeper, which retries it at its retry time and parks it once idle.
+            if not state.running and not self.park(state):
+                self.start(state)
 
 
 def _renewed(state: KeyState) -> bool:

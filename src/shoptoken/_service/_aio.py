@@ -55,7 +55,7 @@ class AsyncTokenService:
         entry = self._fresh.get(key)
         if entry is not None:
             now = self._clock()
-            if now < entry.fresh_until:
+            if now < entry.fresh_until and self._thread.serving:
                 entry.read_at = now
                 return entry.token
         return await self._call(self._thread.manager().valid_token, key)  # type: ignore[no-any-return]
@@ -88,15 +88,22 @@ class AsyncTokenService:
     async def warm_up(
         self, keys: Iterable[TokenKey] | None = None, *, batch_size: int = WARM_UP_BATCH
     ) -> WarmUpFigures:
-        """Load ``keys`` and keep them fresh (see `TokenService.warm_up`)."""
+        """Load ``keys`` and keep them fresh (see `TokenService.warm_up`).
+
+        Not bounded by the service's ``timeout``: it waits until the warm-up
+        is done (wrap it in ``asyncio.timeout()`` to bound it; cancelled, the
+        warm-up stops there and the keys not loaded yet load on first use).
+        """
         manager = self._thread.manager()
-        return await self._call(warm_up_with, manager, keys, batch_size)  # type: ignore[no-any-return]
+        return await self._call(warm_up_with, manager, keys, batch_size, bounded=False)  # type: ignore[no-any-return]
 
     async def statistics(self) -> TokenManagerStatistics:
         """Return the manager's statistics snapshot (see `TokenService.statistics`)."""
         return await self._call(statistics_of, self._thread.manager())  # type: ignore[no-any-return]
 
-    async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    async def _call(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, bounded: bool = True
+    ) -> Any:
         thread = self._thread
         loop = asyncio.get_running_loop()
         future: asyncio.Future[outcome.Outcome[Any]] = loop.create_future()
@@ -106,7 +113,7 @@ class AsyncTokenService:
                 loop.call_soon_threadsafe(_settle, future, result)
 
         call = thread.submit(fn, args, deliver)
-        wait = thread.timeout
+        wait = thread.timeout if bounded else None
         try:
             async with asyncio.timeout(wait):
                 result = await future

@@ -16,7 +16,8 @@ effect at the instant of its check, when the manager would have served the
 same token (as a trio task's ``valid_token`` would).
 
 Reads count as use: a reader stamps ``entry.read_at``; the manager asks
-`last_used` before it parks an idle key.
+`last_used` before it parks an idle key, and a withdrawn entry's stamp is
+folded into the key's ``used`` (so a rotation does not forget the reads).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class Published:
             if old is not None:
                 old.fresh_until = -math.inf  # readers holding it see it expired
                 del entries[state.key]
+                # Its reads stay counted as use when the entry goes (a rotation
+                # withdraws it first): folded into the key's own use stamp.
+                state.used = max(state.used, old.read_at)
             return
         if old is not None:
             if old.token is token and old.fresh_until == fresh_until:

@@ -9,6 +9,7 @@ else (a miss, a put, a forced refresh) crosses to the trio thread
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -227,7 +228,7 @@ class TokenService:
         entry = self._fresh.get(key)
         if entry is not None:
             now = self._clock()
-            if now < entry.fresh_until:
+            if now < entry.fresh_until and self._thread.serving:
                 entry.read_at = now
                 return entry.token
         thread = self._thread
@@ -331,18 +332,26 @@ class TokenService:
 
         For an app's start (FastAPI's lifespan, Django's ``AppConfig.ready``):
         the keys' fresh tokens are then read from the published view, with no
-        hop. A large fleet needs a ``timeout`` above the service's default.
+        hop.
+
+        Args:
+            keys: The keys to load; None lists the store.
+            batch_size: Keys per store call.
+            timeout: Longest wait; None (unlike the other methods) waits until
+                the warm-up is done. A caller that stops waiting stops the
+                warm-up there: the keys not loaded yet load on first use.
 
         Raises:
             PersistenceError: The store is down (listing, or every load of a batch, failed).
-            ServiceTimeout: No answer within ``timeout``; the warm-up goes on.
+            ServiceTimeout: No answer within ``timeout``; the warm-up stopped.
             TypeError: ``keys`` is None and the store cannot list its keys.
             ValueError: ``batch_size`` is less than 1.
             RuntimeError: The service is not running.
         """
         thread = self._thread
         manager = thread.manager()
-        return thread.call(warm_up_with, manager, keys, batch_size, timeout=timeout)  # type: ignore[no-any-return]
+        wait = threading.TIMEOUT_MAX if timeout is None else timeout
+        return thread.call(warm_up_with, manager, keys, batch_size, timeout=wait)  # type: ignore[no-any-return]
 
     def statistics(self, *, timeout: float | None = None) -> TokenManagerStatistics:
         """Return the manager's frozen statistics snapshot (read in its thread).

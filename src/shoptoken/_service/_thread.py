@@ -95,6 +95,9 @@ class ServiceThread:
         grace: float,
     ) -> None:
         self.published = Published()
+        #: Whether the published view may be read (running; not closing,
+        #: closed or a fork's child): the fresh path's one check of the phase.
+        self.serving = False
         self.clock = clock
         self.timeout = timeout
         self._name = name
@@ -126,6 +129,7 @@ class ServiceThread:
             if self._phase is not Phase.NEW:
                 raise RuntimeError(self._unusable_message("start"))
             self._phase = Phase.STARTING
+            self.serving = False
             self._thread = threading.Thread(
                 target=self._run, args=(body,), name=self._name, daemon=True
             )
@@ -153,6 +157,7 @@ class ServiceThread:
             if phase in (Phase.NEW, Phase.FORKED):
                 if phase is Phase.NEW:
                     self._phase = Phase.CLOSED
+                    self.serving = False
                 return
             thread = self._thread
             if thread is threading.current_thread():
@@ -160,6 +165,7 @@ class ServiceThread:
                 raise RuntimeError(msg)
             if phase in (Phase.STARTING, Phase.RUNNING):
                 self._phase = Phase.CLOSING
+                self.serving = False
                 if phase is Phase.RUNNING:
                     self._run_soon(self._stop_soon)
         atexit.unregister(self.close)
@@ -187,6 +193,7 @@ class ServiceThread:
         self._lock = threading.Lock()  # the parent's may have been held by another thread
         if self._phase is not Phase.CLOSED:  # a closed one stays closed, and says so
             self._phase = Phase.FORKED
+            self.serving = False
         self._pending.clear()
         self.published.withdraw_all()
 
@@ -213,6 +220,7 @@ class ServiceThread:
             with self._lock:
                 if self._phase is not Phase.FORKED:
                     self._phase = Phase.CLOSED
+                    self.serving = False
             self.published.withdraw_all()
             closed = RuntimeError(self._unusable_message("use"))
             for call in list(self._pending):
@@ -228,6 +236,7 @@ class ServiceThread:
                 self._manager, self._calls, self._stop = manager, calls, stop
                 self._token = trio.lowlevel.current_trio_token()
                 self._phase = Phase.RUNNING
+                self.serving = True
             self._ready.set()
             await stop.wait()
             # Callers waiting on a refresh get its answer if it lands within the grace.
