@@ -7,7 +7,7 @@ verifies each delivery, skips repeated ones and hands the rest to
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from shoptoken import (
+    Delivery,
     InvalidWebhook,
     MemoryStore,
     NoToken,
@@ -73,14 +74,64 @@ class HeldAnswers(httpx.AsyncBaseTransport):
 
 
 @attrs.define(eq=False)
-class App:
-    """The app under test: its manager, its webhook endpoint's URL and what the endpoint did."""
+class Receiver:
+    """The endpoint of docs/webhooks.md ("The endpoint"), recording what it did."""
 
+    verify: Callable[[bytes, Mapping[str, str]], Webhook]
     tokens: TokenManager
-    url: str
+    seen: SeenWebhooks = attrs.Factory(SeenWebhooks)
     handled: list[Webhook] = attrs.Factory(list)
     handling: trio.Event = attrs.Factory(trio.Event)
     statuses: list[int] = attrs.Factory(list)
+
+    async def __call__(self, body: bytes, headers: Mapping[str, str]) -> int:
+        """``POST /webhooks``: the status answered (also recorded in ``statuses``)."""
+        status = await self.answer(body, headers)
+        self.statuses.append(status)
+        return status
+
+    async def answer(self, body: bytes, headers: Mapping[str, str]) -> int:
+        """Verify, skip repeats (409 while the first is being handled), handle."""
+        try:
+            webhook = self.verify(body, headers)
+        except InvalidWebhook:
+            return 401
+        delivery = self.seen.begin(webhook)
+        if delivery is Delivery.DONE:
+            return 200  # a repeat: already handled
+        if delivery is Delivery.IN_PROGRESS:
+            return 409  # not handled yet: Shopify delivers it again later
+        self.handling.set()
+        try:
+            await handle_webhook(self.tokens, webhook)
+        except PersistenceError:
+            self.seen.discard(webhook)  # Shopify delivers it again: handle that one
+            return 500
+        except BaseException:
+            self.seen.discard(webhook)
+            raise
+        self.seen.done(webhook)
+        self.handled.append(webhook)
+        return 200
+
+
+@attrs.define(eq=False)
+class App:
+    """The app under test: its manager, its webhook endpoint and that endpoint's URL."""
+
+    tokens: TokenManager
+    url: str
+    endpoint: Receiver
+
+    @property
+    def handled(self) -> list[Webhook]:
+        """The webhooks the endpoint handled."""
+        return self.endpoint.handled
+
+    @property
+    def statuses(self) -> list[int]:
+        """The statuses the endpoint answered."""
+        return self.endpoint.statuses
 
 
 @asynccontextmanager
@@ -88,33 +139,12 @@ async def running_app(
     fake: FakeShopify, store: Store, transport: httpx.AsyncBaseTransport
 ) -> AsyncIterator[App]:
     """A manager refreshing through ``transport``, and its webhook endpoint on loopback."""
-    seen = SeenWebhooks()
     async with httpx.AsyncClient(transport=transport) as http:
         oauth = ShopifyOAuth(fake.client_id, fake.client_secret, http=http, clock=fake.clock)
         async with open_token_manager(oauth, store, clock=fake.clock) as tokens:
-            app: App
-
-            async def on_webhook(body: bytes, headers: httpx.Headers) -> int:
-                try:
-                    webhook = oauth.verify_webhook(body, headers)
-                except InvalidWebhook:
-                    status = 401
-                else:
-                    status = 200
-                    if seen.first_delivery(webhook):
-                        app.handling.set()
-                        try:
-                            await handle_webhook(tokens, webhook)
-                        except PersistenceError:
-                            seen.discard(webhook)  # Shopify delivers it again: handle that one
-                            status = 500
-                        app.handled.append(webhook)
-                app.statuses.append(status)
-                return status
-
-            async with serve_app(webhook_app(on_webhook)) as url:
-                app = App(tokens, f"{url}/webhooks")
-                yield app
+            receiver = Receiver(oauth.verify_webhook, tokens)
+            async with serve_app(webhook_app(receiver)) as url:
+                yield App(tokens, f"{url}/webhooks", receiver)
 
 
 @asynccontextmanager
@@ -177,7 +207,7 @@ async def test_uninstall_during_an_in_flight_refresh(
 
             nursery.start_soon(uninstall)
             with trio.fail_after(5):
-                await app.handling.wait()
+                await app.endpoint.handling.wait()
             # forget_shop drops the keys from memory before its first checkpoint.
             assert tokens.statistics().keys_known == 0
             held.holding = False
