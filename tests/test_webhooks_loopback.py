@@ -2,7 +2,9 @@
 
 Real clock, real sockets: the app's endpoint (`webhook_app` under hypercorn)
 verifies each delivery, skips repeated ones and hands the rest to
-`handle_webhook`; the manager refreshes over loopback HTTP to the fake.
+`handle_webhook`; the manager refreshes over loopback HTTP to the fake. The
+same endpoint is also called in-process on trio's mock clock, where a
+delivery's timing matters (Shopify's 5 s timeout).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from shoptoken import (
     Delivery,
@@ -36,6 +39,7 @@ from shoptoken import (
 from shoptoken.stores import open_store
 from shoptoken.testing import FakeShopify, LoopbackServer, serve_app, serve_loopback, webhook_app
 
+from ._managers import KEY, installed, manager
 from ._store_urls import store_url
 
 SHOP = "my-store.myshopify.com"
@@ -317,3 +321,50 @@ async def test_send_webhook_refuses_foreign_hosts() -> None:
         await fake.send_webhook(
             "https://example.com/webhooks", fake.webhook("orders/create", SHOP, {})
         )
+
+
+# -- a repeat while the first delivery is still being handled (in-process, mock clock) -------
+
+
+@attrs.define(eq=False)
+class SlowFailingDeleteStore(MemoryStore):
+    """delete_shop takes 6 s (longer than Shopify's 5 s delivery timeout), then fails once."""
+
+    failures: int = 1
+
+    async def delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
+        """Wait 6 s; fail the first time, then delete."""
+        await trio.sleep(6)
+        if self.failures:
+            self.failures -= 1
+            msg = "database connection lost"
+            raise OSError(msg)
+        return await super().delete_shop(shop, before=before)
+
+
+async def test_a_repeat_during_a_slow_first_delivery_is_not_acknowledged(
+    endpoint: FakeShopify, clock: Callable[[], float], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A retry sent while the first delivery runs gets 409; only a handled delivery gets 200."""
+    store = SlowFailingDeleteStore()
+    await installed(endpoint, store)
+    await trio.sleep(1)
+    uninstall = endpoint.webhook("app/uninstalled", KEY.shop)
+    async with (
+        manager(endpoint, clock, store) as tokens,
+        endpoint.oauth(clock=clock) as oauth,
+        trio.open_nursery() as nursery,
+    ):
+        await tokens.valid_token(KEY)
+        receive = Receiver(oauth.verify_webhook, tokens, SeenWebhooks(clock=trio.current_time))
+        nursery.start_soon(receive, uninstall.body, uninstall.headers)
+        await trio.sleep(5)  # Shopify gives up on it and delivers it again
+        assert await receive(uninstall.body, uninstall.headers) == 409
+        await trio.sleep(5)  # the first failed at 6 s
+        assert receive.statuses == [409, 500]
+        assert await store.load_tokens(KEY) is not None  # not acknowledged, not lost
+        assert await receive(uninstall.body, uninstall.headers) == 200  # Shopify's next retry
+        assert await store.load_tokens(KEY) is None
+        assert await receive(uninstall.body, uninstall.headers) == 200  # a repeat: handled
+    assert receive.statuses == [409, 500, 200, 200]
+    assert [webhook.webhook_id for webhook in receive.handled] == [uninstall.webhook_id]
