@@ -304,3 +304,22 @@ async def test_forget_shop_before_must_be_an_aware_datetime(
             await tokens.forget_shop(SHOP, before=1.0)  # type: ignore[arg-type]
         assert tokens.statistics().keys_known == 1
         assert len(store) == 1
+
+
+async def test_forget_shop_before_keeps_a_parked_key_the_store_kept(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A parked key whose stored pair is newer than before stays parked; without before it goes."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store, idle_after=3600.0) as tokens:
+        await tokens.valid_token(KEY)
+        uninstalled_at = now(clock)
+        await trio.sleep(7200)
+        assert tokens.statistics().keys_parked == 1
+        await store.save_tokens(KEY, endpoint.install(SHOP))  # another process reinstalled
+        assert await tokens.forget_shop(SHOP, before=uninstalled_at) == []
+        assert tokens.statistics().keys_parked == 1
+        assert await tokens.forget_shop(SHOP) == [KEY]
+        assert tokens.statistics().keys_parked == 0
+        assert len(store) == 0
