@@ -9,7 +9,9 @@ framework would call it the same way with the raw body and the headers):
 - ``oauth.verify_webhook(body, headers)`` checks the signature (the app's
   client secret) and the headers; a forged delivery gets 401, as Shopify
   requires;
-- `SeenWebhooks` recognises a repeated delivery (same webhook id);
+- `SeenWebhooks` recognises a repeated delivery (same webhook id): one
+  already handled gets 200, one whose first delivery is still being handled
+  gets 409 (the first may yet fail; Shopify delivers it again later);
 - ``handle_webhook(tokens, webhook)`` does what shoptoken must: an uninstall
   or ``shop/redact`` forgets every key of the shop (in memory and in the
   SQLite file), ``customers/redact`` forgets that customer's tokens.
@@ -32,6 +34,7 @@ import attrs
 import trio
 
 from shoptoken import (
+    Delivery,
     InvalidWebhook,
     NoToken,
     PersistenceError,
@@ -82,15 +85,23 @@ class Endpoint:
         except InvalidWebhook as exc:
             self.log.append(f"401  refused: {exc}")
             return 401
-        if not self.seen.first_delivery(webhook):
+        delivery = self.seen.begin(webhook)
+        if delivery is Delivery.DONE:
             self.log.append(f"200  {webhook.topic} for {webhook.shop}: a repeated delivery")
             return 200
+        if delivery is Delivery.IN_PROGRESS:  # Shopify gave up waiting and sent it again
+            self.log.append(f"409  {webhook.topic} for {webhook.shop}: still being handled")
+            return 409  # not 2xx: the first may yet fail, so Shopify must try again later
         try:
             forgotten = await handle_webhook(self.tokens, webhook)
         except PersistenceError:
             self.seen.discard(webhook)  # Shopify retries; that delivery must be handled
             self.log.append(f"500  {webhook.topic} for {webhook.shop}: the store failed")
             return 500
+        except BaseException:
+            self.seen.discard(webhook)  # any failure: never left "in progress"
+            raise
+        self.seen.done(webhook)
         keys = ", ".join(str(key) for key in forgotten) or "nothing"
         self.log.append(f"200  {webhook.topic} for {webhook.shop}: forgot {keys}")
         return 200

@@ -11,6 +11,7 @@ PUBLIC = [
     "AsyncTokenService",
     "CustomerAccountEndpoints",
     "CustomerAccountOAuth",
+    "Delivery",
     "EventHook",
     "EventKind",
     "InvalidCallback",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
 import trio
 import trio.testing
 
-from shoptoken import MemoryStore, NoToken, PersistenceError, Token, TokenKey
+from shoptoken import MemoryStore, NoToken, PersistenceError, Token, TokenKey, handle_webhook
 from shoptoken.testing import FakeShopify, Fault
 
 from ._managers import KEY, SHOP, Clock, expiring, installed, manager
@@ -163,10 +164,10 @@ async def test_a_first_load_while_the_store_deletes_finds_nothing(
 class SlowDeleteStore(MemoryStore):
     """A MemoryStore whose delete_shop takes 5 s before it deletes."""
 
-    async def delete_shop(self, shop: str) -> list[TokenKey]:
+    async def delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
         """Wait, then delete."""
         await trio.sleep(5)
-        return await super().delete_shop(shop)
+        return await super().delete_shop(shop, before=before)
 
 
 async def test_forget_shop_store_failure_is_raised_and_retryable(
@@ -201,12 +202,12 @@ class FailingDeleteStore(MemoryStore):
 
     broken: bool = True
 
-    async def delete_shop(self, shop: str) -> list[TokenKey]:
+    async def delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
         """Fail, or delete."""
         if self.broken:
             await trio.lowlevel.checkpoint()
             raise OSError("database unavailable")
-        return await super().delete_shop(shop)
+        return await super().delete_shop(shop, before=before)
 
 
 async def test_forget_shop_rejects_a_bad_domain(
@@ -304,3 +305,109 @@ async def test_a_refresh_saving_when_the_shop_is_forgotten_hands_out_nothing(
     assert await store.load_tokens(KEY) is None
     assert len(got) == 1
     assert isinstance(got[0], NoToken)
+
+
+# -- forget_shop(before=...): an uninstall's retry delivered after a reinstall ------------
+
+
+def now(clock: Clock) -> datetime:
+    """The wall clock's time, as a datetime."""
+    return datetime.fromtimestamp(clock(), UTC)
+
+
+async def test_a_late_uninstall_delivery_does_not_undo_a_later_reinstall(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A retry of an uninstall delivered after a reinstall keeps the reinstall's token."""
+    # Uninstalled at T0 (the app answered 5xx), reinstalled at T0+10 min; Shopify's retry
+    # at T0+30 min carries the same Triggered-At: only what the uninstall ended goes.
+    store = MemoryStore()
+    await installed(endpoint, store)
+    await store.save_tokens(CUSTOMER, Token(access_token="shcat_old"))  # undated: before
+    await trio.sleep(60)
+    uninstall = endpoint.webhook("app/uninstalled", SHOP)
+    async with manager(endpoint, clock, store) as tokens, endpoint.oauth(clock=clock) as oauth:
+        await tokens.valid_token(KEY)  # the old install's token, in memory
+        await trio.sleep(600)
+        fresh = endpoint.install(SHOP)  # the merchant reinstalls
+        await tokens.put_token(KEY, fresh)
+        await trio.sleep(1200)
+        webhook = oauth.verify_webhook(uninstall.body, uninstall.headers)
+        assert await handle_webhook(tokens, webhook) == [CUSTOMER]
+        assert (await tokens.valid_token(KEY)).access_token == fresh.access_token
+        assert (await store.load_tokens(KEY)) == fresh
+        assert await store.load_tokens(CUSTOMER) is None
+        assert tokens.statistics().keys_known == 1
+
+
+async def test_forget_shop_before_keeps_another_process_reinstall(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A process holding the old token in memory drops it; the store keeps the newer pair."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as worker, manager(endpoint, clock, store) as web:
+        old = await worker.valid_token(KEY)
+        await trio.sleep(60)
+        uninstalled_at = now(clock)
+        await trio.sleep(60)
+        fresh = endpoint.install(SHOP)
+        await web.put_token(KEY, fresh)  # the OAuth callback runs in another process
+        assert await worker.forget_shop(SHOP, before=uninstalled_at) == [KEY]
+        assert await store.load_tokens(KEY) == fresh
+        assert worker.statistics().keys_known == 0  # its old token is not served again
+        assert (await worker.valid_token(KEY)).access_token != old.access_token
+        assert (await worker.valid_token(KEY)).access_token == fresh.access_token
+
+
+async def test_forget_shop_before_on_a_store_without_delete_shop(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """list_keys + delete_tokens: each listed pair is loaded and deleted only if obtained before."""
+    listing = ListingStore()
+    cut = now(clock)
+    await listing.save_tokens(KEY, attrs.evolve(expiring(clock, 3600), obtained_at=cut))
+    await listing.save_tokens(
+        ONLINE, attrs.evolve(expiring(clock, 3600), obtained_at=cut - timedelta(microseconds=1))
+    )
+    await listing.save_tokens(CUSTOMER, expiring(clock, 3600))  # no obtained_at: before
+    await installed(endpoint, listing, OTHER)
+    async with manager(endpoint, clock, listing) as tokens:
+        assert await tokens.forget_shop(SHOP, before=cut) == sorted([ONLINE, CUSTOMER], key=str)
+        assert set(listing.tokens) == {KEY, OTHER}
+        assert sorted(listing.deleted, key=str) == sorted([ONLINE, CUSTOMER], key=str)
+
+
+async def test_forget_shop_before_must_be_an_aware_datetime(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A naive before is a ValueError, a non-datetime a TypeError; nothing is forgotten."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store) as tokens:
+        await tokens.valid_token(KEY)
+        with pytest.raises(ValueError, match="timezone-aware"):
+            await tokens.forget_shop(SHOP, before=datetime(2030, 1, 1))  # noqa: DTZ001 - the point
+        with pytest.raises(TypeError, match="datetime"):
+            await tokens.forget_shop(SHOP, before=1.0)  # type: ignore[arg-type]
+        assert tokens.statistics().keys_known == 1
+        assert len(store) == 1
+
+
+async def test_forget_shop_before_keeps_a_parked_key_the_store_kept(
+    endpoint: FakeShopify, clock: Clock, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A parked key whose stored pair is newer than before stays parked; without before it goes."""
+    store = MemoryStore()
+    await installed(endpoint, store)
+    async with manager(endpoint, clock, store, idle_after=3600.0) as tokens:
+        await tokens.valid_token(KEY)
+        uninstalled_at = now(clock)
+        await trio.sleep(7200)
+        assert tokens.statistics().keys_parked == 1
+        await store.save_tokens(KEY, endpoint.install(SHOP))  # another process reinstalled
+        assert await tokens.forget_shop(SHOP, before=uninstalled_at) == []
+        assert tokens.statistics().keys_parked == 1
+        assert await tokens.forget_shop(SHOP) == [KEY]
+        assert tokens.statistics().keys_parked == 0
+        assert len(store) == 0

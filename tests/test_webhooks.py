@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoptoken import InvalidShopDomain, InvalidWebhook, SeenWebhooks, ShopifyOAuth, Webhook
+from shoptoken import (
+    Delivery,
+    InvalidShopDomain,
+    InvalidWebhook,
+    SeenWebhooks,
+    ShopifyOAuth,
+    Webhook,
+)
 from shoptoken._webhook_handling import customer_keys
 from shoptoken.testing import webhook_request
 
@@ -293,31 +300,50 @@ def test_any_changed_header_is_checked(name: str, value: str) -> None:
 
 
 def test_seen_webhooks_recognises_repeats_within_ttl() -> None:
-    """A webhook id is a first delivery once; again after its ttl; discard forgets it."""
+    """An id is NEW once, IN_PROGRESS until done, DONE for ttl after done; discard forgets it."""
     now = [0.0]
     seen = SeenWebhooks(ttl=60.0, clock=lambda: now[0])
     first = verify(*delivery(webhook_id="w-1"))
     other = verify(*delivery(webhook_id="w-2"))
-    assert seen.first_delivery(first)
-    assert not seen.first_delivery(first)
-    assert seen.first_delivery(other)
-    now[0] = 59.9
-    assert not seen.first_delivery(first)
-    now[0] = 60.0
-    assert seen.first_delivery(first)
-    assert len(seen) == 1  # w-2 expired too
+    assert seen.begin(first) is Delivery.NEW
+    assert seen.begin(first) is Delivery.IN_PROGRESS
+    assert seen.begin(other) is Delivery.NEW
+    now[0] = 10.0
+    seen.done(first)  # remembered for ttl from here
+    assert seen.begin(first) is Delivery.DONE
+    now[0] = 69.9
+    assert seen.begin(first) is Delivery.DONE
+    assert len(seen) == 1  # w-2 expired
+    now[0] = 70.0
+    assert seen.begin(first) is Delivery.NEW
+    seen.discard(first)  # its handling failed: Shopify's retry is handled
+    assert seen.begin(first) is Delivery.NEW
     seen.discard(first)
-    assert seen.first_delivery(first)
+    seen.discard(first)  # discarding an unknown id is no error
+    assert len(seen) == 0
+
+
+def test_seen_webhooks_discard_after_a_failure_lets_the_retry_in() -> None:
+    """A failed delivery's id is discarded: a retry during or after it is handled, never DONE."""
+    seen = SeenWebhooks(clock=lambda: 0.0)
+    hook = verify(*delivery(webhook_id="w-1"))
+    assert seen.begin(hook) is Delivery.NEW
+    assert seen.begin(hook) is Delivery.IN_PROGRESS  # answered 409: not acknowledged
+    seen.discard(hook)
+    assert seen.begin(hook) is Delivery.NEW
 
 
 def test_seen_webhooks_is_bounded() -> None:
-    """Beyond max_entries the oldest ids are dropped."""
+    """Beyond max_entries the oldest ids are dropped (done ones move to the back)."""
     seen = SeenWebhooks(max_entries=2, clock=lambda: 0.0)
     hooks = [verify(*delivery(webhook_id=f"w-{n}")) for n in range(3)]
-    assert all(seen.first_delivery(hook) for hook in hooks)
+    assert [seen.begin(hook) for hook in hooks[:2]] == [Delivery.NEW] * 2
+    seen.done(hooks[0])  # now the newest
+    assert seen.begin(hooks[2]) is Delivery.NEW  # drops w-1, the oldest
     assert len(seen) == 2
-    assert seen.first_delivery(hooks[0])  # dropped as the oldest
-    assert not seen.first_delivery(hooks[2])
+    assert seen.begin(hooks[1]) is Delivery.NEW
+    assert seen.begin(hooks[2]) is Delivery.IN_PROGRESS  # w-0 was dropped instead
+    assert seen.begin(hooks[0]) is Delivery.NEW
 
 
 @pytest.mark.parametrize(("ttl", "entries"), [(0.0, 10), (math.inf, 10), (1.0, 0)])

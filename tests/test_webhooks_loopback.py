@@ -2,12 +2,14 @@
 
 Real clock, real sockets: the app's endpoint (`webhook_app` under hypercorn)
 verifies each delivery, skips repeated ones and hands the rest to
-`handle_webhook`; the manager refreshes over loopback HTTP to the fake.
+`handle_webhook`; the manager refreshes over loopback HTTP to the fake. The
+same endpoint is also called in-process on trio's mock clock, where a
+delivery's timing matters (Shopify's 5 s timeout).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +19,10 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from shoptoken import (
+    Delivery,
     InvalidWebhook,
     MemoryStore,
     NoToken,
@@ -35,6 +39,7 @@ from shoptoken import (
 from shoptoken.stores import open_store
 from shoptoken.testing import FakeShopify, LoopbackServer, serve_app, serve_loopback, webhook_app
 
+from ._managers import KEY, installed, manager
 from ._store_urls import store_url
 
 SHOP = "my-store.myshopify.com"
@@ -73,14 +78,64 @@ class HeldAnswers(httpx.AsyncBaseTransport):
 
 
 @attrs.define(eq=False)
-class App:
-    """The app under test: its manager, its webhook endpoint's URL and what the endpoint did."""
+class Receiver:
+    """The endpoint of docs/webhooks.md ("The endpoint"), recording what it did."""
 
+    verify: Callable[[bytes, Mapping[str, str]], Webhook]
     tokens: TokenManager
-    url: str
+    seen: SeenWebhooks = attrs.Factory(SeenWebhooks)
     handled: list[Webhook] = attrs.Factory(list)
     handling: trio.Event = attrs.Factory(trio.Event)
     statuses: list[int] = attrs.Factory(list)
+
+    async def __call__(self, body: bytes, headers: Mapping[str, str]) -> int:
+        """``POST /webhooks``: the status answered (also recorded in ``statuses``)."""
+        status = await self.answer(body, headers)
+        self.statuses.append(status)
+        return status
+
+    async def answer(self, body: bytes, headers: Mapping[str, str]) -> int:
+        """Verify, skip repeats (409 while the first is being handled), handle."""
+        try:
+            webhook = self.verify(body, headers)
+        except InvalidWebhook:
+            return 401
+        delivery = self.seen.begin(webhook)
+        if delivery is Delivery.DONE:
+            return 200  # a repeat: already handled
+        if delivery is Delivery.IN_PROGRESS:
+            return 409  # not handled yet: Shopify delivers it again later
+        self.handling.set()
+        try:
+            await handle_webhook(self.tokens, webhook)
+        except PersistenceError:
+            self.seen.discard(webhook)  # Shopify delivers it again: handle that one
+            return 500
+        except BaseException:
+            self.seen.discard(webhook)
+            raise
+        self.seen.done(webhook)
+        self.handled.append(webhook)
+        return 200
+
+
+@attrs.define(eq=False)
+class App:
+    """The app under test: its manager, its webhook endpoint and that endpoint's URL."""
+
+    tokens: TokenManager
+    url: str
+    endpoint: Receiver
+
+    @property
+    def handled(self) -> list[Webhook]:
+        """The webhooks the endpoint handled."""
+        return self.endpoint.handled
+
+    @property
+    def statuses(self) -> list[int]:
+        """The statuses the endpoint answered."""
+        return self.endpoint.statuses
 
 
 @asynccontextmanager
@@ -88,33 +143,12 @@ async def running_app(
     fake: FakeShopify, store: Store, transport: httpx.AsyncBaseTransport
 ) -> AsyncIterator[App]:
     """A manager refreshing through ``transport``, and its webhook endpoint on loopback."""
-    seen = SeenWebhooks()
     async with httpx.AsyncClient(transport=transport) as http:
         oauth = ShopifyOAuth(fake.client_id, fake.client_secret, http=http, clock=fake.clock)
         async with open_token_manager(oauth, store, clock=fake.clock) as tokens:
-            app: App
-
-            async def on_webhook(body: bytes, headers: httpx.Headers) -> int:
-                try:
-                    webhook = oauth.verify_webhook(body, headers)
-                except InvalidWebhook:
-                    status = 401
-                else:
-                    status = 200
-                    if seen.first_delivery(webhook):
-                        app.handling.set()
-                        try:
-                            await handle_webhook(tokens, webhook)
-                        except PersistenceError:
-                            seen.discard(webhook)  # Shopify delivers it again: handle that one
-                            status = 500
-                        app.handled.append(webhook)
-                app.statuses.append(status)
-                return status
-
-            async with serve_app(webhook_app(on_webhook)) as url:
-                app = App(tokens, f"{url}/webhooks")
-                yield app
+            receiver = Receiver(oauth.verify_webhook, tokens)
+            async with serve_app(webhook_app(receiver)) as url:
+                yield App(tokens, f"{url}/webhooks", receiver)
 
 
 @asynccontextmanager
@@ -177,7 +211,7 @@ async def test_uninstall_during_an_in_flight_refresh(
 
             nursery.start_soon(uninstall)
             with trio.fail_after(5):
-                await app.handling.wait()
+                await app.endpoint.handling.wait()
             # forget_shop drops the keys from memory before its first checkpoint.
             assert tokens.statistics().keys_known == 0
             held.holding = False
@@ -287,3 +321,50 @@ async def test_send_webhook_refuses_foreign_hosts() -> None:
         await fake.send_webhook(
             "https://example.com/webhooks", fake.webhook("orders/create", SHOP, {})
         )
+
+
+# -- a repeat while the first delivery is still being handled (in-process, mock clock) -------
+
+
+@attrs.define(eq=False)
+class SlowFailingDeleteStore(MemoryStore):
+    """delete_shop takes 6 s (longer than Shopify's 5 s delivery timeout), then fails once."""
+
+    failures: int = 1
+
+    async def delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
+        """Wait 6 s; fail the first time, then delete."""
+        await trio.sleep(6)
+        if self.failures:
+            self.failures -= 1
+            msg = "database connection lost"
+            raise OSError(msg)
+        return await super().delete_shop(shop, before=before)
+
+
+async def test_a_repeat_during_a_slow_first_delivery_is_not_acknowledged(
+    endpoint: FakeShopify, clock: Callable[[], float], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A retry sent while the first delivery runs gets 409; only a handled delivery gets 200."""
+    store = SlowFailingDeleteStore()
+    await installed(endpoint, store)
+    await trio.sleep(1)
+    uninstall = endpoint.webhook("app/uninstalled", KEY.shop)
+    async with (
+        manager(endpoint, clock, store) as tokens,
+        endpoint.oauth(clock=clock) as oauth,
+        trio.open_nursery() as nursery,
+    ):
+        await tokens.valid_token(KEY)
+        receive = Receiver(oauth.verify_webhook, tokens, SeenWebhooks(clock=trio.current_time))
+        nursery.start_soon(receive, uninstall.body, uninstall.headers)
+        await trio.sleep(5)  # Shopify gives up on it and delivers it again
+        assert await receive(uninstall.body, uninstall.headers) == 409
+        await trio.sleep(5)  # the first failed at 6 s
+        assert receive.statuses == [409, 500]
+        assert await store.load_tokens(KEY) is not None  # not acknowledged, not lost
+        assert await receive(uninstall.body, uninstall.headers) == 200  # Shopify's next retry
+        assert await store.load_tokens(KEY) is None
+        assert await receive(uninstall.body, uninstall.headers) == 200  # a repeat: handled
+    assert receive.statuses == [409, 500, 200, 200]
+    assert [webhook.webhook_id for webhook in receive.handled] == [uninstall.webhook_id]

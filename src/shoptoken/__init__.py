@@ -38,7 +38,7 @@ from ._persistence import (
 from ._service._aio import AsyncTokenService
 from ._service._service import TokenService
 from ._token import Token
-from ._webhook_handling import SeenWebhooks, handle_webhook
+from ._webhook_handling import Delivery, SeenWebhooks, handle_webhook
 from .stores import MemoryStore
 
 __version__ = "0.1.0.dev0"
@@ -47,6 +47,7 @@ __all__ = [
     "AsyncTokenService",
     "CustomerAccountEndpoints",
     "CustomerAccountOAuth",
+    "Delivery",
     "EventHook",
     "EventKind",
     "InvalidCallback",

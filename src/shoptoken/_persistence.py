@@ -5,9 +5,10 @@ manager uses when present (found with ``getattr`` at start-up, so a plain
 class implementing two methods is enough):
 
 - ``delete_tokens(key)``: `TokenManager.forget` deletes the stored pair.
-- ``delete_shop(shop)``: `TokenManager.forget_shop` deletes every pair of a
-  shop at once (without it: ``list_keys`` and ``delete_tokens``, else only
-  the keys the manager holds in memory).
+- ``delete_shop(shop, before=...)``: `TokenManager.forget_shop` deletes every
+  pair of a shop at once, or only those obtained before ``before`` (without
+  it: ``list_keys`` and ``delete_tokens``, else only the keys the manager
+  holds in memory).
 - ``list_keys()``: an async iterable of every stored key (the CLI's daemon).
 - ``load_many(keys)``: many keys' tokens in one call (`TokenManager.warm_up`
   loads a fleet a batch at a time with it, instead of a key at a time).
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
+    from datetime import datetime
 
     from ._keys import TokenKey
     from ._token import Token
@@ -70,8 +72,14 @@ class SupportsDelete(Protocol):
 class SupportsDeleteShop(Protocol):
     """A store that can delete every pair of one shop at once."""
 
-    async def delete_shop(self, shop: str) -> list[TokenKey]:
-        """Delete every stored pair of ``shop`` (a normalized domain); return their keys."""
+    async def delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
+        """Delete every stored pair of ``shop`` (a normalized domain); return their keys.
+
+        With ``before`` (an aware datetime), delete only the pairs whose
+        ``obtained_at`` is before it or unknown (SQL: ``WHERE shop = ? AND
+        (obtained_at IS NULL OR obtained_at < ?)``): an uninstall's retry,
+        delivered after a reinstall, must not delete the reinstall's pair.
+        """
         ...
 
 

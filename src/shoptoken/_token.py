@@ -94,6 +94,27 @@ class Token:
         return self.refresh_token is not None
 
 
+def check_aware(when: datetime | None) -> None:
+    """Refuse a ``before`` time that is not an aware datetime.
+
+    Raises:
+        TypeError: Not a datetime (nor None).
+        ValueError: A naive datetime.
+    """
+    if when is not None:
+        _utc(when)
+
+
+def obtained_before(token: Token, before: datetime | None) -> bool:
+    """Whether ``token`` belongs to what ended at ``before`` (an uninstall's time).
+
+    True when ``before`` is None (everything), and for a token without
+    ``obtained_at`` (it cannot prove it is newer).
+    """
+    obtained = token.obtained_at
+    return before is None or obtained is None or obtained < before
+
+
 def _seconds(data: Mapping[str, Any], name: str) -> float | None:
     value = data.get(name)
     if value is None:

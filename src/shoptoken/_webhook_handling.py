@@ -2,7 +2,8 @@
 
 Topic to action (`handle_webhook`)::
 
-    app/uninstalled          forget_shop: every key of the shop, memory and store
+    app/uninstalled          forget_shop: every key of the shop, memory and store,
+                             whose token was obtained before the webhook's triggered_at
     shop/redact              the same (sent 48 hours after an uninstall)
     customers/redact         forget the customer's Customer Account API keys
     customers/data_request   nothing: shoptoken holds no customer data but tokens
@@ -15,6 +16,7 @@ numeric id Shopify's payload carries (``"207119551"``) or its GraphQL id
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 import time
@@ -70,7 +72,10 @@ def customer_keys(webhook: Webhook) -> list[TokenKey]:
 async def handle_webhook(tokens: TokenManager, webhook: Webhook) -> list[TokenKey]:
     """Do what ``webhook`` asks of the tokens shoptoken holds (see the module docstring).
 
-    Safe to call again for a repeated delivery: forgetting is idempotent.
+    Safe to call again for a repeated delivery: forgetting is idempotent, and
+    an uninstall (or ``shop/redact``) forgets only tokens obtained before the
+    webhook's ``triggered_at``, so a retry delivered after the merchant
+    reinstalled leaves the reinstall's token alone.
 
     Args:
         tokens: The manager holding the app's tokens.
@@ -87,7 +92,8 @@ async def handle_webhook(tokens: TokenManager, webhook: Webhook) -> list[TokenKe
     """
     topic = webhook.topic
     if topic in (APP_UNINSTALLED, SHOP_REDACT):
-        forgotten = await tokens.forget_shop(webhook.shop)
+        # Only what the uninstall ended: a retry delivered after a reinstall keeps it.
+        forgotten = await tokens.forget_shop(webhook.shop, before=webhook.triggered_at)
         log.info(
             "shoptoken.webhook.shop_forgotten", topic=topic, shop=webhook.shop, keys=len(forgotten)
         )
@@ -104,14 +110,28 @@ async def handle_webhook(tokens: TokenManager, webhook: Webhook) -> list[TokenKe
     return []
 
 
+class Delivery(enum.Enum):
+    """What `SeenWebhooks.begin` found of a delivery's webhook id, and what to answer."""
+
+    NEW = "new"
+    """First seen: handle it, then `SeenWebhooks.done` (or ``discard`` on failure)."""
+    IN_PROGRESS = "in progress"
+    """Being handled right now: answer 409, and Shopify delivers it again later."""
+    DONE = "done"
+    """Handled: answer 200."""
+
+
 @attrs.define(eq=False)
 class SeenWebhooks:
     """Recognises repeated deliveries (same webhook id) within one process, for ``ttl`` seconds.
 
-    Bounded: the oldest ids are dropped beyond ``max_entries``. Shopify
-    retries a failed delivery for up to 48 hours; across processes or
-    restarts, record ids in the app's database instead (see the webhooks
-    docs for a one-statement recipe).
+    An id is *in progress* from `begin` until `done` (handled) or `discard`
+    (failed): a repeat that arrives meanwhile (Shopify resends a delivery
+    not answered within 5 seconds) must not be acknowledged, since the
+    first may still fail. Bounded: the oldest ids are dropped beyond
+    ``max_entries``. Shopify retries a failed delivery for up to 48 hours;
+    across processes or restarts, record ids in the app's database instead
+    (see the webhooks docs for a one-statement recipe).
 
     Attributes:
         ttl: Seconds an id is remembered.
@@ -122,30 +142,52 @@ class SeenWebhooks:
     ttl: float = 48 * 3600.0
     max_entries: int = 100_000
     clock: Callable[[], float] = time.monotonic
-    _seen: OrderedDict[str, float] = attrs.field(factory=OrderedDict, init=False, repr=False)
+    # id -> (expiry, handled); expiries grow from front to back (one ttl from the last write).
+    _seen: OrderedDict[str, tuple[float, bool]] = attrs.field(
+        factory=OrderedDict, init=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if not (self.ttl > 0 and math.isfinite(self.ttl)) or self.max_entries < 1:
             msg = "SeenWebhooks needs a finite ttl > 0 and max_entries >= 1"
             raise ValueError(msg)
 
-    def first_delivery(self, webhook: Webhook) -> bool:
-        """Record ``webhook``'s id; True the first time it is seen within ``ttl``."""
-        now = self.clock()
-        seen = self._seen
-        # Ids expire in the order they were added (one ttl): the oldest are in front.
-        while seen and next(iter(seen.values())) <= now:
-            seen.popitem(last=False)
-        if webhook.webhook_id in seen:
-            return False
-        while len(seen) >= self.max_entries:
-            seen.popitem(last=False)
-        seen[webhook.webhook_id] = now + self.ttl
-        return True
+    def begin(self, webhook: Webhook) -> Delivery:
+        """Start handling ``webhook`` unless its id is known; say what was found.
+
+        Returns:
+            `Delivery.NEW` (now in progress: call `done` or `discard` after
+            handling it), `Delivery.IN_PROGRESS` or `Delivery.DONE`.
+        """
+        seen = self._expire()
+        known = seen.get(webhook.webhook_id)
+        if known is not None:
+            return Delivery.DONE if known[1] else Delivery.IN_PROGRESS
+        self._record(webhook, handled=False)
+        return Delivery.NEW
+
+    def done(self, webhook: Webhook) -> None:
+        """Record that ``webhook`` was handled: its repeats are `Delivery.DONE` for ``ttl``."""
+        self._expire()
+        self._record(webhook, handled=True)
 
     def discard(self, webhook: Webhook) -> None:
         """Forget ``webhook``'s id: its handling failed, and Shopify's retry must be handled."""
         self._seen.pop(webhook.webhook_id, None)
+
+    def _expire(self) -> OrderedDict[str, tuple[float, bool]]:
+        now = self.clock()
+        seen = self._seen
+        while seen and next(iter(seen.values()))[0] <= now:
+            seen.popitem(last=False)
+        return seen
+
+    def _record(self, webhook: Webhook, *, handled: bool) -> None:
+        seen = self._seen
+        seen.pop(webhook.webhook_id, None)  # re-added at the back: the newest expiry
+        while len(seen) >= self.max_entries:
+            seen.popitem(last=False)
+        seen[webhook.webhook_id] = (self.clock() + self.ttl, handled)
 
     def __len__(self) -> int:
         return len(self._seen)

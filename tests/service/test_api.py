@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -256,10 +257,12 @@ def test_webhooks_end_a_shops_tokens_from_both_apis() -> None:
     customer = TokenKey.customer(OTHER.shop, "gid://shopify/Customer/7")
     with running() as h:
         service, fake = h.service, h.fake
+        installed_at = datetime.fromtimestamp(h.clock.now, UTC)
         service.put_token(OTHER, fake.install(OTHER.shop))
         service.put_token(customer, Token("shcat_customer", "shcrt_customer", "", None))
         assert service.valid_token(KEY) == h.token  # published, read without a hop
         oauth = fake.oauth()
+        h.clock.now += 1.0  # the merchant uninstalls after installing
         uninstall = fake.webhook("app/uninstalled", KEY.shop)
         assert service.handle_webhook(oauth.verify_webhook(uninstall.body, uninstall.headers)) == [
             KEY
@@ -277,6 +280,9 @@ def test_webhooks_end_a_shops_tokens_from_both_apis() -> None:
         assert customer in asyncio.run(redact())
         assert stored(h.store, customer) is None
         assert service.valid_token(OTHER) is not None  # the shop's other keys stay
+        # Obtained at installed_at, not before it: kept by both APIs.
+        assert service.forget_shop(OTHER.shop, before=installed_at) == []
+        assert asyncio.run(service.aio.forget_shop(OTHER.shop, before=installed_at)) == []
         assert service.forget_shop(OTHER.shop) == [OTHER]
         assert asyncio.run(service.aio.forget_shop(OTHER.shop)) == []
         assert stored(h.store, OTHER) is None

@@ -128,6 +128,23 @@ async def test_delete_shop(store: Store) -> None:
     assert await store.load_tokens(OTHER) == T1
 
 
+async def test_delete_shop_before(store: Store) -> None:
+    """delete_shop(before=...) deletes only the shop's pairs obtained before it, or undated."""
+    cut = datetime(2030, 1, 1, tzinfo=UTC)
+    old = attrs.evolve(T1, obtained_at=cut - timedelta(microseconds=1))
+    new = attrs.evolve(T2, obtained_at=cut)  # obtained at that instant: not before it
+    for key, token in ((KEY, new), (ONLINE, old), (CUSTOMER, BARE), (OTHER, old)):
+        await store.save_tokens(key, token)
+    # The same instant in another zone: compared as instants, to the microsecond.
+    before = cut.astimezone(timezone(timedelta(hours=5)))
+    deleted = await store.delete_shop("my-store", before=before)
+    assert sorted(deleted, key=str) == sorted([ONLINE, CUSTOMER], key=str)
+    assert await store.load_tokens(KEY) == new
+    assert await store.load_tokens(OTHER) == old
+    assert await store.delete_shop("my-store", before=cut) == []
+    assert await store.delete_shop("my-store") == [KEY]
+
+
 async def test_delete_shop_outlives_a_locked_save(store: Store) -> None:
     """A pair saved under the lock while delete_shop runs does not survive the delete."""
     await store.save_tokens(KEY, T1)

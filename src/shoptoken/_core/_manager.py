@@ -20,7 +20,7 @@ from .._errors import NoToken, PersistenceError
 from .._events import Emitter, EventHook
 from .._keys import TokenKey, TokenKind, normalize_shop
 from .._persistence import TokenCallback
-from .._token import Token
+from .._token import Token, check_aware
 from ._contention import Contention
 from ._context import Core
 from ._decision import Action, decide
@@ -39,6 +39,7 @@ from ._supervision import Supervision
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+    from datetime import datetime
 
     import httpx
 
@@ -246,7 +247,7 @@ class TokenManager:
         """
         await self._forgetter.forget((key,))
 
-    async def forget_shop(self, shop: str) -> list[TokenKey]:
+    async def forget_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
         """Forget every key of ``shop`` (app uninstalled): offline, online, customer.
 
         Their refreshers stop without a refresh attempt; a refresh in flight
@@ -256,14 +257,25 @@ class TokenManager:
         ``delete_tokens``; else only the keys held in memory are dropped).
         A later `put_token` (a reinstall) starts the shop afresh.
 
+        Args:
+            shop: The shop's domain.
+            before: Forget only keys whose token was obtained before this
+                aware time (a token without ``obtained_at`` counts as
+                before), in memory and in the store: `handle_webhook` passes
+                the uninstall's ``triggered_at``, so a retry of it delivered
+                after a reinstall leaves the reinstall's token alone.
+
         Returns:
             The keys forgotten (in memory or in the store), sorted.
 
         Raises:
             InvalidShopDomain: Bad shop domain.
+            TypeError: ``before`` is not a datetime.
+            ValueError: ``before`` is a naive datetime.
             PersistenceError: The store failed; call again (the webhook's retry).
         """
-        forgotten = await self._forgetter.forget(shop=normalize_shop(shop))
+        check_aware(before)
+        forgotten = await self._forgetter.forget(shop=normalize_shop(shop), before=before)
         return sorted(forgotten, key=str)
 
     async def warm_up(

@@ -29,9 +29,11 @@ import trio
 
 from .._errors import PersistenceError
 from .._events import describe
-from .._token import Token
+from .._token import Token, obtained_before
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .._keys import TokenKey
     from .._persistence import LockedToken, TokenCallback
     from ._statistics import Counters
@@ -73,7 +75,7 @@ class StoreAdapter:
     counters: Counters
     locked: Locked | None = attrs.field(init=False)
     _delete: Callable[[TokenKey], Any] | None = attrs.field(init=False)
-    _delete_shop: Callable[[str], Any] | None = attrs.field(init=False)
+    _delete_shop: Callable[..., Any] | None = attrs.field(init=False)
     _load_many: Callable[[Sequence[TokenKey]], Awaitable[Any]] | None = attrs.field(init=False)
     _list_keys: Callable[[], AsyncIterator[TokenKey]] | None = attrs.field(init=False)
 
@@ -197,27 +199,46 @@ class StoreAdapter:
             raise PersistenceError(msg, key=key) from exc
         return True
 
-    async def delete_shop(self, shop: str, known: Iterable[TokenKey]) -> set[TokenKey]:
-        """Delete every stored pair of ``shop`` and of the ``known`` keys; return the keys deleted.
+    async def delete_before(self, key: TokenKey, before: datetime | None) -> bool:
+        """Delete ``key``'s pair if it was obtained before ``before`` (`obtained_before`).
+
+        Loads the pair to check (not atomic: a store that can, does it in
+        ``delete_shop``). False when the store cannot delete or kept the pair.
+
+        Raises:
+            PersistenceError: The store failed.
+        """
+        if before is not None and self._delete is not None:
+            token = await self.load(key)
+            if token is not None and not obtained_before(token, before):
+                return False
+        return await self.delete(key, None)
+
+    async def delete_shop(
+        self, shop: str, known: Iterable[TokenKey], before: datetime | None = None
+    ) -> set[TokenKey]:
+        """Delete the stored pairs of ``shop`` and of the ``known`` keys; return the keys deleted.
 
         One ``delete_shop`` when the store has it; else ``list_keys`` and
         ``delete_tokens`` per key of the shop; else only the known keys.
+        With ``before``, only pairs obtained before it (`obtained_before`).
 
         Raises:
             PersistenceError: The store failed (some pairs may be deleted).
         """
         deleted: set[TokenKey] = set()
+        listed: set[TokenKey] = set()
         try:
             if self._delete_shop is not None:
-                deleted.update(await self._delete_shop(shop))
+                deleted.update(await self._delete_shop(shop, before=before))
             elif self._delete is not None and self._list_keys is not None:
                 # Listed first: deleting while a store pages through its keys could skip some.
-                deleted.update([key async for key in self._list_keys() if key.shop == shop])
+                listed.update([key async for key in self._list_keys() if key.shop == shop])
         except Exception as exc:
             msg = f"deleting the tokens of {shop} failed: {describe(exc)}"
             raise PersistenceError(msg) from exc
-        for key in sorted({*known, *deleted} - (deleted if self._delete_shop else set()), key=str):
-            if await self.delete(key, None):
+        for key in sorted({*known, *listed} - deleted, key=str):
+            if await self.delete_before(key, before):
                 deleted.add(key)
         return deleted
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any
 
 from .._core._loading import WARM_UP_BATCH
@@ -19,6 +20,7 @@ from .._webhook_handling import handle_webhook
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
+    from datetime import datetime
 
     import outcome
 
@@ -77,9 +79,10 @@ class AsyncTokenService:
         """Stop refreshing ``key`` and delete its stored pair (see `TokenService.forget`)."""
         await self._call(self._thread.manager().forget, key)
 
-    async def forget_shop(self, shop: str) -> list[TokenKey]:
+    async def forget_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
         """Forget every key of ``shop`` (see `TokenService.forget_shop`)."""
-        return await self._call(self._thread.manager().forget_shop, shop)  # type: ignore[no-any-return]
+        forget = functools.partial(self._thread.manager().forget_shop, before=before)
+        return await self._call(forget, shop)  # type: ignore[no-any-return]
 
     async def handle_webhook(self, webhook: Webhook) -> list[TokenKey]:
         """Do what ``webhook`` asks of the tokens (see `TokenService.handle_webhook`)."""

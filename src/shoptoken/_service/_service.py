@@ -8,6 +8,7 @@ else (a miss, a put, a forced refresh) crosses to the trio thread
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -36,6 +37,7 @@ class SupportsAclose(Protocol):
 if TYPE_CHECKING:
     import random
     from collections.abc import AsyncIterator, Callable, Iterable
+    from datetime import datetime
     from types import TracebackType
 
     from .._core._loading import WarmUpFigures
@@ -288,8 +290,12 @@ class TokenService:
         thread = self._thread
         thread.call(thread.manager().forget, key, timeout=timeout)
 
-    def forget_shop(self, shop: str, *, timeout: float | None = None) -> list[TokenKey]:
+    def forget_shop(
+        self, shop: str, *, before: datetime | None = None, timeout: float | None = None
+    ) -> list[TokenKey]:
         """Forget every key of ``shop``, in memory and in the store (`TokenManager.forget_shop`).
+
+        With ``before``, only keys whose token was obtained before it.
 
         Returns:
             The keys forgotten, sorted.
@@ -301,7 +307,8 @@ class TokenService:
             RuntimeError: The service is not running.
         """
         thread = self._thread
-        return thread.call(thread.manager().forget_shop, shop, timeout=timeout)  # type: ignore[no-any-return]
+        forget = functools.partial(thread.manager().forget_shop, before=before)
+        return thread.call(forget, shop, timeout=timeout)  # type: ignore[no-any-return]
 
     def handle_webhook(self, webhook: Webhook, *, timeout: float | None = None) -> list[TokenKey]:
         """Do what a verified ``webhook`` asks of the tokens (`shoptoken.handle_webhook`).

@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
+    from datetime import datetime
     from types import TracebackType
 
     from .._keys import TokenKey
@@ -124,7 +125,9 @@ class EncryptedStore:
         # Present at run time only when the inner store has them (__getattr__).
         async def create_schema(self) -> None: ...
         async def delete_tokens(self, key: TokenKey) -> None: ...
-        async def delete_shop(self, shop: str) -> list[TokenKey]: ...
+        async def delete_shop(
+            self, shop: str, *, before: datetime | None = None
+        ) -> list[TokenKey]: ...
         def list_keys(self) -> AsyncIterator[TokenKey]: ...
         async def load_many(self, keys: Sequence[TokenKey]) -> dict[TokenKey, Token]: ...
         def locked(
@@ -209,8 +212,8 @@ class EncryptedStore:
     async def _delete_tokens(self, key: TokenKey) -> None:
         await cast("SupportsDelete", self._inner).delete_tokens(key)
 
-    async def _delete_shop(self, shop: str) -> list[TokenKey]:
-        return await cast("SupportsDeleteShop", self._inner).delete_shop(shop)
+    async def _delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
+        return await cast("SupportsDeleteShop", self._inner).delete_shop(shop, before=before)
 
     def _list_keys(self) -> AsyncIterator[TokenKey]:
         return cast("SupportsListKeys", self._inner).list_keys()

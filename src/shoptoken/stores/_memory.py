@@ -10,10 +10,12 @@ import trio
 
 from .._errors import LockTimeout
 from .._keys import normalize_shop
+from .._token import obtained_before
 from ._codec import LIST_BATCH
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+    from datetime import datetime
 
     from .._keys import TokenKey
     from .._token import Token
@@ -63,15 +65,24 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         self._tokens.pop(key, None)
 
-    async def delete_shop(self, shop: str) -> list[TokenKey]:
-        """Delete every pair of ``shop``; return the keys deleted.
+    async def delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
+        """Delete every pair of ``shop`` (obtained before ``before``); return the keys deleted.
+
+        Args:
+            shop: The shop's domain.
+            before: When given, only pairs obtained before it (or of unknown
+                ``obtained_at``) are deleted.
 
         Raises:
             InvalidShopDomain: Bad shop domain.
         """
         domain = normalize_shop(shop)
         await trio.lowlevel.checkpoint()
-        deleted = [key for key in self._tokens if key.shop == domain]
+        deleted = [
+            key
+            for key, token in self._tokens.items()
+            if key.shop == domain and obtained_before(token, before)
+        ]
         for key in deleted:
             del self._tokens[key]
         return deleted

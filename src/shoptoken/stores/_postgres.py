@@ -270,20 +270,30 @@ class PostgresStore:
         delete = functools.partial(_execute, sql=self._sql.delete, args=(str(key),))
         await self._connections.transaction("delete", key, delete, single_statement=True)
 
-    async def delete_shop(self, shop: str) -> list[TokenKey]:
+    async def delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
         """Delete every pair of ``shop`` in one statement; return the keys deleted.
 
         A row locked by a refresh in flight (``locked``) is deleted once that
         refresh commits: its new pair does not outlive the delete.
 
+        Args:
+            shop: The shop's domain.
+            before: When given, only pairs obtained before it (or of unknown
+                ``obtained_at``) are deleted.
+
         Raises:
             InvalidShopDomain: Bad shop domain.
             PersistenceError: The database failed.
         """
-        sql, domain = self._sql.delete_shop, normalize_shop(shop)
+        domain = normalize_shop(shop)
+        args: tuple[object, ...]
+        if before is None:
+            sql, args = self._sql.delete_shop, (domain,)
+        else:
+            sql, args = self._sql.delete_shop_before, (domain, before)
 
         def delete(conn: psycopg.Connection[Any]) -> list[TokenKey]:
-            return [_codec.parse_key(row[0]) for row in conn.execute(sql, (domain,))]
+            return [_codec.parse_key(row[0]) for row in conn.execute(sql, args)]
 
         return await self._connections.transaction("delete", None, delete, single_statement=True)
 

@@ -97,6 +97,7 @@ class SQLiteStatements:
     delete: str
     page: str
     delete_shop: str
+    delete_shop_before: str
     #: Followed by ``(?, ?, ...)``: the rows of many keys, each with its key first.
     select_many: str
     select_many_before_upgrade: str
@@ -120,6 +121,10 @@ class SQLiteStatements:
             delete=f"DELETE FROM {name} WHERE key = ?",  # noqa: S608 - quoted identifier
             page=f"SELECT key FROM {name} WHERE key > ? ORDER BY key LIMIT ?",  # noqa: S608 - quoted identifier
             delete_shop=f"DELETE FROM {name} WHERE shop = ? RETURNING key",  # noqa: S608 - quoted identifier
+            delete_shop_before=(
+                f"DELETE FROM {name} WHERE shop = ?"  # noqa: S608 - quoted identifier
+                " AND (obtained_at IS NULL OR obtained_at < ?) RETURNING key"
+            ),
             select_many=f"SELECT key, {_READ} FROM {name} WHERE key IN ",  # noqa: S608 - quoted identifier
             select_many_before_upgrade=(
                 f"SELECT key, {_READ_BEFORE_UPGRADE} FROM {name} WHERE key IN "  # noqa: S608 - quoted identifier
@@ -143,6 +148,7 @@ class PostgresStatements:
     delete: str
     page: str
     delete_shop: str
+    delete_shop_before: str
     #: The rows of many keys (an array parameter), each with its key first.
     select_many: str
 
@@ -182,5 +188,9 @@ class PostgresStatements:
             delete=f"DELETE FROM {name} WHERE key = %s",  # noqa: S608 - quoted identifier
             page=f"SELECT key FROM {name} WHERE key > %s ORDER BY key LIMIT %s",  # noqa: S608 - quoted identifier
             delete_shop=f"DELETE FROM {name} WHERE shop = %s RETURNING key",  # noqa: S608 - quoted identifier
+            delete_shop_before=(
+                f"DELETE FROM {name} WHERE shop = %s"  # noqa: S608 - quoted identifier
+                " AND (obtained_at IS NULL OR obtained_at < %s) RETURNING key"
+            ),
             select_many=f"SELECT key, {_READ} FROM {name} WHERE key = ANY(%s)",  # noqa: S608 - quoted identifier
         )

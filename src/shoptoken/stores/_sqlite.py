@@ -28,6 +28,7 @@ from ._sqlite_pool import BUSY, Busy, SQLitePool, finish, in_transaction, is_bus
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from datetime import datetime
     from types import TracebackType
 
     from .._keys import TokenKey
@@ -257,18 +258,28 @@ class SQLiteStore:
             "delete", key, functools.partial(_execute, sql=self._sql.delete, args=(str(key),))
         )
 
-    async def delete_shop(self, shop: str) -> list[TokenKey]:
+    async def delete_shop(self, shop: str, *, before: datetime | None = None) -> list[TokenKey]:
         """Delete every pair of ``shop`` in one statement; return the keys deleted.
+
+        Args:
+            shop: The shop's domain.
+            before: When given, only pairs obtained before it (or of unknown
+                ``obtained_at``) are deleted.
 
         Raises:
             InvalidShopDomain: Bad shop domain.
             PersistenceError: The database failed or stayed locked for ``busy_timeout``.
         """
         deleted: list[TokenKey] = []
-        sql, domain = self._sql.delete_shop, normalize_shop(shop)
+        domain = normalize_shop(shop)
+        args: tuple[object, ...]
+        if before is None:
+            sql, args = self._sql.delete_shop, (domain,)
+        else:
+            sql, args = self._sql.delete_shop_before, (domain, _codec.to_micros(before))
 
         def delete(conn: sqlite3.Connection) -> None:
-            deleted[:] = [_codec.parse_key(row[0]) for row in conn.execute(sql, (domain,))]
+            deleted[:] = [_codec.parse_key(row[0]) for row in conn.execute(sql, args)]
 
         await self._write("delete", None, delete)
         return deleted

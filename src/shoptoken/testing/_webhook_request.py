@@ -57,7 +57,9 @@ def webhook_request(
         api_version: ``X-Shopify-API-Version``.
     """
     body = json.dumps(payload, separators=(",", ":")).encode()
-    when = datetime.fromtimestamp(triggered_at, UTC).isoformat(timespec="milliseconds")
+    # To the microsecond, as shoptoken keeps it: an uninstall's time compares exactly with
+    # the obtained_at of the tokens it ends (handle_webhook forgets those obtained before).
+    when = datetime.fromtimestamp(triggered_at, UTC).isoformat(timespec="microseconds")
     headers = {
         "Content-Type": "application/json",
         "X-Shopify-Topic": topic,
