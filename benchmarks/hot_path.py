@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -43,6 +43,21 @@ async def _per_call(
     return samples
 
 
+def authlib_arguments(expires_at: float) -> dict[str, Any]:
+    """What both of Authlib's clients (sync and async) are built with: a fresh token."""
+    return {
+        "client_id": "bench",
+        "client_secret": "bench-secret",
+        "token": {
+            "access_token": "a",
+            "refresh_token": "r",
+            "token_type": "Bearer",
+            "expires_at": expires_at,
+        },
+        "token_endpoint": "https://bench-store.myshopify.com/admin/oauth/access_token",
+    }
+
+
 def _authlib_client(expires_at: float) -> object:
     # Authlib warns that it prefers "httpx2" (it runs on httpx all the same),
     # through an "always" filter set when authlib.deprecate is imported: import
@@ -54,15 +69,7 @@ def _authlib_client(expires_at: float) -> object:
         from authlib.integrations.httpx_client import AsyncOAuth2Client  # noqa: PLC0415
 
     return AsyncOAuth2Client(
-        client_id="bench",
-        client_secret="bench-secret",
-        token={
-            "access_token": "a",
-            "refresh_token": "r",
-            "token_type": "Bearer",
-            "expires_at": expires_at,
-        },
-        token_endpoint="https://bench-store.myshopify.com/admin/oauth/access_token",
+        **authlib_arguments(expires_at),
         transport=httpx.MockTransport(lambda request: httpx.Response(500)),
     )
 

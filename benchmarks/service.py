@@ -26,6 +26,7 @@ from shoptoken.testing import FakeShopify
 
 from ._report import Figure, Section, median_spread, percentile
 from .hot_path import _authlib_client as authlib_async_client
+from .hot_path import authlib_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -56,17 +57,7 @@ def _authlib_session(expires_at: float) -> Any:
         warnings.simplefilter("ignore")
         from authlib.integrations.requests_client import OAuth2Session  # noqa: PLC0415
 
-    return OAuth2Session(
-        client_id="bench",
-        client_secret="bench-secret",
-        token={
-            "access_token": "a",
-            "refresh_token": "r",
-            "token_type": "Bearer",
-            "expires_at": expires_at,
-        },
-        token_endpoint="https://bench-store.myshopify.com/admin/oauth/access_token",
-    )
+    return OAuth2Session(**authlib_arguments(expires_at))
 
 
 def _measure(service: TokenService, calls: int, repeats: int, misses: int) -> dict[str, Any]:
